@@ -1,0 +1,34 @@
+# Everything a fresh machine needs: `make demo` and `make test` create .venv, install, and run.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export HAYSTACK_TELEMETRY_ENABLED := False
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: demo test lint install clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+# torch is pinned first so that no dependency pulls a multi-GB CUDA build.
+$(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e ".[dev,demo]"
+	touch $@
+
+install: $(VENV)/.installed-dev
+
+demo: install
+	$(BIN)/haystack-distill demo
+
+test: install
+	$(BIN)/python -m pytest -q
+
+lint: install
+	$(BIN)/ruff check haystack_distill augment tests benchmarks
+
+clean:
+	rm -rf $(VENV)

@@ -1,0 +1,321 @@
+"""The loss core shared by readers, sentence embeddings and classifiers.
+
+Pure PyTorch, no Haystack import. Every loss exists as a function (``kd_kl_div`` ...) and as a small
+``nn.Module`` wrapper for use in configs. Conventions:
+
+* ``mask`` is a boolean tensor broadcastable to the logits without their last (class) dimension;
+  ``True`` marks valid positions. Masked positions never enter a softmax and contribute nothing.
+* Soft-target losses (KL, soft cross-entropy) are computed at temperature ``T`` and multiplied by
+  ``T**2`` (Hinton et al., 2015) so that gradients keep their scale when ``T`` changes.
+* Reductions average over rows (``batchmean``): every leading dimension is a row.
+
+Example:
+    >>> import torch
+    >>> from haystack_distill.losses import kd_kl_div
+    >>> s, t = torch.zeros(2, 3), torch.zeros(2, 3)
+    >>> float(kd_kl_div(s, t, temperature=2.0))
+    0.0
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Callable, Optional, Union
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+LossFn = Callable[[Tensor, Tensor], Tensor]
+DistillationLoss = Union[str, LossFn]
+
+#: Value written into masked logits before they are handed to a user callable; exp(-1e4) is 0 in
+#: every float dtype, and the same value in student and teacher makes differences vanish.
+MASK_FILL_VALUE = -1e4
+
+BUILTIN_LOSSES = ("kl_div", "mse", "soft_ce")
+
+
+def _check_temperature(temperature: float) -> None:
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature!r}; typical values are 1 to 5.")
+
+
+def _row_mask(mask: Optional[Tensor], logits: Tensor) -> Tensor:
+    """Boolean mask of shape ``logits.shape`` (class dim included) from a row-level mask."""
+    if mask is None:
+        return torch.ones_like(logits, dtype=torch.bool)
+    return mask.to(torch.bool).unsqueeze(-1).expand_as(logits) if mask.dim() < logits.dim() else mask.bool()
+
+
+def _masked_log_softmax(logits: Tensor, valid: Tensor) -> Tensor:
+    filled = logits.masked_fill(~valid, torch.finfo(logits.dtype).min)
+    return torch.where(valid, F.log_softmax(filled, dim=-1), torch.zeros_like(logits))
+
+
+def _rows(logits: Tensor) -> int:
+    return max(1, logits.numel() // max(1, logits.shape[-1]))
+
+
+def kd_kl_div(
+    student_logits: Tensor, teacher_logits: Tensor, temperature: float = 1.0, mask: Optional[Tensor] = None
+) -> Tensor:
+    """KL(teacher_T || student_T) * T^2 over the last dimension, averaged over rows.
+
+    Args:
+        student_logits: ``[..., C]`` raw student scores.
+        teacher_logits: ``[..., C]`` raw teacher scores, same shape.
+        temperature: softening temperature ``T > 0``.
+        mask: optional ``[..., C]`` boolean mask of classes/positions allowed in the softmax.
+
+    Example:
+        >>> import torch
+        >>> s = torch.tensor([[1.0, 2.0, 3.0]]); t = torch.tensor([[3.0, 2.0, 1.0]])
+        >>> round(float(kd_kl_div(s, t)), 4)
+        1.1504
+    """
+    _check_temperature(temperature)
+    valid = _row_mask(mask, student_logits)
+    log_p_s = _masked_log_softmax(student_logits / temperature, valid)
+    log_p_t = _masked_log_softmax(teacher_logits.detach() / temperature, valid)
+    p_t = torch.where(valid, log_p_t.exp(), torch.zeros_like(log_p_t))
+    per_class = p_t * (log_p_t - log_p_s)
+    return per_class.sum() / _rows(student_logits) * temperature**2
+
+
+def soft_cross_entropy(
+    student_logits: Tensor, teacher_logits: Tensor, temperature: float = 1.0, mask: Optional[Tensor] = None
+) -> Tensor:
+    """Cross-entropy with the teacher's softened distribution as target, times T^2, row-averaged.
+
+    Equals :func:`kd_kl_div` plus the teacher entropy (constant for the student).
+    """
+    _check_temperature(temperature)
+    valid = _row_mask(mask, student_logits)
+    log_p_s = _masked_log_softmax(student_logits / temperature, valid)
+    log_p_t = _masked_log_softmax(teacher_logits.detach() / temperature, valid)
+    p_t = torch.where(valid, log_p_t.exp(), torch.zeros_like(log_p_t))
+    return -(p_t * log_p_s).sum() / _rows(student_logits) * temperature**2
+
+
+def logit_mse(student_logits: Tensor, teacher_logits: Tensor, mask: Optional[Tensor] = None) -> Tensor:
+    """Mean squared error between raw logits over valid elements (temperature-free)."""
+    valid = _row_mask(mask, student_logits)
+    diff = (student_logits - teacher_logits.detach()) * valid
+    return diff.pow(2).sum() / valid.sum().clamp_min(1)
+
+
+def _call_user_loss(fn: LossFn, student: Tensor, teacher: Tensor) -> Tensor:
+    """Call ``fn`` with keywords if it declares Haystack's names, else positionally."""
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        params = {}
+    if "student_logits" in params and "teacher_logits" in params:
+        out = fn(student_logits=student, teacher_logits=teacher)
+    else:
+        out = fn(student, teacher)
+    if not isinstance(out, Tensor) or out.numel() != 1:
+        raise TypeError(
+            f"distillation_loss callable {getattr(fn, '__name__', fn)!r} must return a scalar tensor, "
+            f"got {type(out).__name__} {getattr(out, 'shape', '')}."
+        )
+    return out.reshape(())
+
+
+def validate_distillation_loss(loss: DistillationLoss) -> DistillationLoss:
+    """Return ``loss`` if it is a supported name or a callable; raise a ValueError naming the choices."""
+    if callable(loss) or loss in BUILTIN_LOSSES:
+        return loss
+    raise ValueError(
+        f"distillation_loss={loss!r} is not supported; use one of {', '.join(BUILTIN_LOSSES)} "
+        "or a callable (student_logits, teacher_logits) -> scalar tensor."
+    )
+
+
+def logits_kd(
+    student_logits: Tensor,
+    teacher_logits: Tensor,
+    loss: DistillationLoss = "kl_div",
+    temperature: float = 1.0,
+    mask: Optional[Tensor] = None,
+) -> Tensor:
+    """Dispatch one KD term over the last dimension: ``"kl_div"``, ``"soft_ce"``, ``"mse"`` or a callable.
+
+    A callable receives ``student / T`` and ``teacher / T`` with masked entries set to
+    :data:`MASK_FILL_VALUE` in both, and its result is multiplied by ``T**2`` (Haystack's convention).
+    """
+    _check_temperature(temperature)
+    validate_distillation_loss(loss)
+    if loss == "kl_div":
+        return kd_kl_div(student_logits, teacher_logits, temperature, mask)
+    if loss == "soft_ce":
+        return soft_cross_entropy(student_logits, teacher_logits, temperature, mask)
+    if loss == "mse":
+        return logit_mse(student_logits, teacher_logits, mask)
+    valid = _row_mask(mask, student_logits)
+    s = (student_logits / temperature).masked_fill(~valid, MASK_FILL_VALUE)
+    t = (teacher_logits.detach() / temperature).masked_fill(~valid, MASK_FILL_VALUE)
+    return _call_user_loss(loss, s, t) * temperature**2
+
+
+def span_kd_loss(
+    student_logits: Tensor,
+    teacher_logits: Tensor,
+    valid_mask: Optional[Tensor] = None,
+    loss: DistillationLoss = "kl_div",
+    temperature: float = 1.0,
+) -> Tensor:
+    """KD for extractive-QA span logits, start and end averaged like the hard loss.
+
+    Args:
+        student_logits: ``[B, S, 2]`` start/end logits (Haystack's QA head layout).
+        teacher_logits: ``[B, S, 2]``.
+        valid_mask: ``[B, S]`` boolean, True for context tokens and the no-answer position;
+            question, special and padding tokens are excluded from the softmax.
+        loss: ``"kl_div"``, ``"soft_ce"``, ``"mse"`` or a callable (applied to start and end separately).
+        temperature: ``T > 0``.
+
+    Returns ``(L(start) + L(end)) / 2``; Haystack sums the two, doubling the KD weight.
+
+    Example:
+        >>> import torch
+        >>> s = torch.zeros(1, 4, 2); t = torch.zeros(1, 4, 2)
+        >>> float(span_kd_loss(s, t, torch.tensor([[True, False, True, True]])))
+        0.0
+    """
+    if student_logits.shape != teacher_logits.shape or student_logits.shape[-1] != 2:
+        raise ValueError(
+            f"span logits must both be [batch, seq_len, 2]; got student {tuple(student_logits.shape)} "
+            f"and teacher {tuple(teacher_logits.shape)}."
+        )
+    terms = [
+        logits_kd(student_logits[..., k], teacher_logits[..., k], loss, temperature, valid_mask) for k in (0, 1)
+    ]
+    return (terms[0] + terms[1]) / 2
+
+
+def combine_losses(hard_loss: Tensor, kd_loss: Tensor, distillation_loss_weight: float) -> Tensor:
+    """``w * kd + (1 - w) * hard`` with ``w`` in [0, 1] (Haystack's ``distillation_loss_weight``)."""
+    if not 0.0 <= distillation_loss_weight <= 1.0:
+        raise ValueError(f"distillation_loss_weight must be in [0, 1], got {distillation_loss_weight!r}.")
+    return distillation_loss_weight * kd_loss + (1.0 - distillation_loss_weight) * hard_loss
+
+
+def hidden_state_mse(
+    student_hidden: Tensor,
+    teacher_hidden: Tensor,
+    projection: Optional[nn.Module] = None,
+    mask: Optional[Tensor] = None,
+) -> Tensor:
+    """MSE between ``projection(student_hidden)`` and ``teacher_hidden``, averaged over valid tokens.
+
+    Args:
+        student_hidden: ``[B, S, d_s]``.
+        teacher_hidden: ``[B, S, d_t]``.
+        projection: maps ``d_s -> d_t`` (e.g. a trained ``nn.Linear``); required when widths differ.
+        mask: ``[B, S]`` attention mask; padding tokens are ignored.
+    """
+    projected = projection(student_hidden) if projection is not None else student_hidden
+    if projected.shape != teacher_hidden.shape:
+        raise ValueError(
+            f"hidden states differ in shape: student {tuple(projected.shape)} vs teacher "
+            f"{tuple(teacher_hidden.shape)}; pass a projection from {student_hidden.shape[-1]} to "
+            f"{teacher_hidden.shape[-1]}."
+        )
+    return logit_mse(projected, teacher_hidden, mask)
+
+
+def embedding_mse(student_embeddings: Tensor, teacher_embeddings: Tensor) -> Tensor:
+    """Mean squared error between ``[N, d]`` embeddings (sentence-transformers' MSELoss)."""
+    return F.mse_loss(student_embeddings, teacher_embeddings.detach())
+
+
+def embedding_cosine(student_embeddings: Tensor, teacher_embeddings: Tensor) -> Tensor:
+    """Mean of ``1 - cos(student, teacher)`` over ``[N, d]`` embeddings."""
+    return (1 - F.cosine_similarity(student_embeddings, teacher_embeddings.detach(), dim=-1)).mean()
+
+
+def classification_kd_loss(
+    student_logits: Tensor,
+    teacher_logits: Tensor,
+    labels: Optional[Tensor],
+    alpha: float = 0.5,
+    temperature: float = 2.0,
+    loss: DistillationLoss = "kl_div",
+    ignore_index: int = -100,
+) -> Tensor:
+    """``alpha * CE(labels) + (1 - alpha) * KD`` for sequence or token classification logits ``[..., C]``.
+
+    Token positions whose label is ``ignore_index`` are left out of both terms. ``alpha`` weights the
+    hard loss, as in the common Trainer recipe; with no labels only the KD term is returned.
+    """
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must be in [0, 1], got {alpha!r}.")
+    mask = None if labels is None else labels.ne(ignore_index)
+    kd = logits_kd(student_logits, teacher_logits, loss, temperature, mask)
+    if labels is None:
+        return kd
+    ce = F.cross_entropy(student_logits.reshape(-1, student_logits.shape[-1]), labels.reshape(-1),
+                         ignore_index=ignore_index)
+    return alpha * ce + (1 - alpha) * kd
+
+
+class KLDivergenceLoss(nn.Module):
+    """Module form of :func:`kd_kl_div`.
+
+    Example:
+        >>> import torch
+        >>> KLDivergenceLoss(temperature=2.0)(torch.zeros(2, 5), torch.zeros(2, 5)).item()
+        0.0
+    """
+
+    def __init__(self, temperature: float = 1.0) -> None:
+        super().__init__()
+        _check_temperature(temperature)
+        self.temperature = temperature
+
+    def forward(self, student_logits: Tensor, teacher_logits: Tensor, mask: Optional[Tensor] = None) -> Tensor:
+        return kd_kl_div(student_logits, teacher_logits, self.temperature, mask)
+
+
+class SpanKDLoss(nn.Module):
+    """Module form of :func:`span_kd_loss`."""
+
+    def __init__(self, loss: DistillationLoss = "kl_div", temperature: float = 1.0) -> None:
+        super().__init__()
+        _check_temperature(temperature)
+        self.loss = validate_distillation_loss(loss)
+        self.temperature = temperature
+
+    def forward(self, student_logits: Tensor, teacher_logits: Tensor, valid_mask: Optional[Tensor] = None) -> Tensor:
+        return span_kd_loss(student_logits, teacher_logits, valid_mask, self.loss, self.temperature)
+
+
+class HiddenStateMSELoss(nn.Module):
+    """Hidden-state MSE with a trainable ``Linear(d_student, d_teacher)`` when widths differ.
+
+    The projection is a submodule, so it lands in ``parameters()`` (hence the optimizer) and
+    ``state_dict()`` (hence checkpoints). Haystack 1.26.4 created it after the optimizer.
+    """
+
+    def __init__(self, student_dim: int, teacher_dim: int) -> None:
+        super().__init__()
+        self.projection = nn.Linear(student_dim, teacher_dim, bias=False) if student_dim != teacher_dim else None
+
+    def forward(self, student_hidden: Tensor, teacher_hidden: Tensor, mask: Optional[Tensor] = None) -> Tensor:
+        return hidden_state_mse(student_hidden, teacher_hidden, self.projection, mask)
+
+
+class EmbeddingMSELoss(nn.Module):
+    """Module form of :func:`embedding_mse` (inputs ``[N, d]``)."""
+
+    def forward(self, student_embeddings: Tensor, teacher_embeddings: Tensor) -> Tensor:
+        return embedding_mse(student_embeddings, teacher_embeddings)
+
+
+class EmbeddingCosineLoss(nn.Module):
+    """Module form of :func:`embedding_cosine` (inputs ``[N, d]``)."""
+
+    def forward(self, student_embeddings: Tensor, teacher_embeddings: Tensor) -> Tensor:
+        return embedding_cosine(student_embeddings, teacher_embeddings)
