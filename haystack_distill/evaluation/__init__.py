@@ -1,0 +1,29 @@
+"""Evaluation a user runs on teacher and students: SQuAD EM/F1 and speed/size for readers, and the
+classifier benchmark. Names are loaded lazily so importing this package does not import Haystack.
+
+- :func:`benchmark_reader` (``evaluation.reader``): EM, F1, questions/s, parameters, MB for several readers.
+- :func:`squad_scores` (``evaluation.squad_metrics``): the official SQuAD v1.1 EM/F1 formula.
+- :func:`benchmark_classifier` (``evaluation.classification``): size, latency, F1/precision/recall/ROC-AUC.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "benchmark_reader": "reader",
+    "evaluate_reader": "reader",
+    "squad_scores": "squad_metrics",
+    "exact_match": "squad_metrics",
+    "f1_score": "squad_metrics",
+    "benchmark_classifier": "classification",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)

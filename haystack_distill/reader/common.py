@@ -1,0 +1,214 @@
+"""Pieces every reader stage shares: argument checks, devices, features, teacher outputs, saving, evaluation."""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+
+from ..io import atomic_dir, atomic_write_json
+from ..losses import validate_distillation_loss
+from ..squad import iter_paragraphs, load_squad, validate_squad_file
+from ..teacher_cache import cached_outputs, fingerprint_file, fingerprint_module
+from ..tokenizers import check_tokenizer_compatibility, tokenizer_fingerprint
+from ..training import is_main_process
+
+logger = logging.getLogger(__name__)
+
+RUN_MARKER = "distillation.json"
+KD_MASKS = ("span", "padding", "none")
+FEATURE_TENSORS = ("input_ids", "padding_mask", "segment_ids", "labels", "span_mask")
+
+
+def validate_hyperparameters(temperature: float, weight: float, loss: Any, batch_size: int, n_epochs: int,
+                             grad_acc_steps: int, kd_mask: str = "span") -> None:
+    """Raise ValueError naming the argument, before any data or model work."""
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature!r}; Haystack's guide suggests 1 to 5.")
+    if not 0.0 <= weight <= 1.0:
+        raise ValueError(f"distillation_loss_weight must be in [0, 1], got {weight!r}.")
+    validate_distillation_loss(loss)
+    for name, value in (("batch_size", batch_size), ("n_epochs", n_epochs), ("grad_acc_steps", grad_acc_steps)):
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+    if kd_mask not in KD_MASKS:
+        raise ValueError(f"kd_mask={kd_mask!r}: use one of {KD_MASKS} ('span' = context tokens + no-answer).")
+
+
+def data_path(data_dir: Optional[str], filename: Optional[str]) -> Optional[Path]:
+    """``data_dir / filename`` (or ``filename`` alone), validated as SQuAD; None when ``filename`` is None."""
+    if not filename:
+        return None
+    path = Path(data_dir) / filename if data_dir else Path(filename)
+    validate_squad_file(path)
+    return path
+
+
+def default_save_dir(reader: Any, suffix: str = "") -> Path:
+    """Haystack's default: ``./saved_models/<language model name><suffix>``."""
+    return Path(f"./saved_models/{reader.inferencer.model.language_model.name}{suffix}")
+
+
+def check_save_dir(save_dir: Path) -> Path:
+    """Allow a new/empty folder or a previous output (ours or a Haystack-saved reader); refuse anything else."""
+    if save_dir.is_file():
+        raise FileExistsError(f"save_dir {save_dir} is a file; pass a folder path.")
+    if save_dir.is_dir() and any(save_dir.iterdir()):
+        previous = (save_dir / RUN_MARKER).is_file() or (save_dir / "language_model_config.json").is_file()
+        if not previous:
+            raise FileExistsError(
+                f"save_dir {save_dir} exists and is not a previous distillation output; choose an empty or new "
+                "folder so nothing there is overwritten."
+            )
+    return save_dir
+
+
+def check_pair(teacher: Any, student: Any, max_seq_len: int) -> None:
+    """Tokenizers identical and the teacher able to read ``max_seq_len`` positions; no forward pass."""
+    if teacher is None:
+        raise ValueError("teacher_model is required: pass a FARMReader holding the fine-tuned teacher.")
+    check_tokenizer_compatibility(teacher.inferencer.processor.tokenizer, student.inferencer.processor.tokenizer)
+    for role, reader in (("teacher", teacher), ("student", student)):
+        limit = getattr(reader.inferencer.model.language_model.model.config, "max_position_embeddings", None)
+        if limit is not None and limit < max_seq_len:
+            raise ValueError(f"max_seq_len={max_seq_len} exceeds the {role}'s max_position_embeddings={limit}.")
+
+
+def resolve_device(use_gpu: Optional[bool], devices: Optional[Sequence[Any]]) -> torch.device:
+    """``devices[0]`` if given, else CUDA when allowed and present, else CPU."""
+    if use_gpu is False:
+        return torch.device("cpu")
+    if devices:
+        return torch.device(devices[0])
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def build_processor(reader: Any, max_seq_len: int, doc_stride: int, max_query_length: int, data_dir: Any = None):
+    """A training ``SquadProcessor`` on the reader's tokenizer (as Haystack's own ``train`` builds it)."""
+    from haystack.modeling.data_handler.processor import SquadProcessor
+
+    return SquadProcessor(
+        tokenizer=reader.inferencer.processor.tokenizer, max_seq_len=max_seq_len,
+        label_list=["start_token", "end_token"], metric="squad", train_filename=None, dev_filename=None,
+        dev_split=0, test_filename=None,
+        data_dir=Path(data_dir) if data_dir else None, doc_stride=doc_stride, max_query_length=max_query_length,
+    )
+
+
+def featurize(processor: Any, paragraphs: List[Dict[str, Any]], chunk: int = 256) -> Dict[str, torch.Tensor]:
+    """Tokenize paragraphs into training features with the processor (student tokenizer), in chunks."""
+    from tqdm.auto import tqdm
+
+    parts: Dict[str, List[torch.Tensor]] = {name: [] for name in FEATURE_TENSORS}
+    for start in tqdm(range(0, len(paragraphs), chunk), desc="features", disable=len(paragraphs) <= chunk):
+        dicts = paragraphs[start : start + chunk]
+        dataset, names, _ = processor.dataset_from_dicts(dicts, indices=list(range(start, start + len(dicts))))
+        if dataset is None:
+            continue
+        for name, tensor in zip(names, dataset.tensors):
+            if name in parts:
+                parts[name].append(tensor.long())
+    if not parts["input_ids"]:
+        raise ValueError("the training file produced no features (no question could be tokenized with its answer); "
+                         "check max_seq_len, max_query_length and the answers.")
+    return {name: torch.cat(tensors) for name, tensors in parts.items()}
+
+
+def split_paragraphs(paragraphs: List[Dict[str, Any]], dev_split: float, seed: int) -> Tuple[list, list]:
+    """Hold out ``dev_split`` of the paragraphs (seeded) for evaluation."""
+    if not 0 <= dev_split < 1:
+        raise ValueError(f"dev_split must be in [0, 1), got {dev_split!r}.")
+    if dev_split == 0:
+        return paragraphs, []
+    order = list(range(len(paragraphs)))
+    random.Random(seed).shuffle(order)
+    n_dev = max(1, int(round(dev_split * len(paragraphs))))
+    dev = set(order[:n_dev])
+    return [p for i, p in enumerate(paragraphs) if i not in dev], [p for i, p in enumerate(paragraphs) if i in dev]
+
+
+def read_paragraphs(path: Path) -> List[Dict[str, Any]]:
+    """All paragraphs of a SQuAD file."""
+    return list(iter_paragraphs(load_squad(path)))
+
+
+def teacher_key(teacher: Any, student: Any, train_path: Path, max_seq_len: int, doc_stride: int,
+                max_query_length: int, extra: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+    """Everything that changes the teacher's outputs for these features."""
+    return {
+        "teacher_weights": fingerprint_module(teacher.inferencer.model),
+        "teacher_tokenizer": tokenizer_fingerprint(teacher.inferencer.processor.tokenizer),
+        "student_tokenizer": tokenizer_fingerprint(student.inferencer.processor.tokenizer),
+        "train_file": fingerprint_file(train_path),
+        "max_seq_len": max_seq_len, "doc_stride": doc_stride, "max_query_length": max_query_length,
+        **(extra or {}),
+    }
+
+
+def teacher_span_logits(teacher: Any, features: Dict[str, torch.Tensor], batch_size: int, device: torch.device,
+                        cache_dir: Path, key: Dict[str, Any], use_amp: bool = False) -> np.ndarray:
+    """Teacher start/end logits ``[N, S, 2]`` for the training features: fp16, on disk, memory-mapped."""
+    from tqdm.auto import tqdm
+
+    model = teacher.inferencer.model
+    n_rows, seq_len = features["input_ids"].shape
+
+    def produce():
+        model.to(device).eval()
+        amp = use_amp and device.type == "cuda"
+        for start in tqdm(range(0, n_rows, batch_size), desc="teacher pass"):
+            sl = slice(start, start + batch_size)
+            with torch.inference_mode(), torch.autocast("cuda", enabled=amp):
+                logits = model.forward(input_ids=features["input_ids"][sl].to(device),
+                                       segment_ids=features["segment_ids"][sl].to(device),
+                                       padding_mask=features["padding_mask"][sl].to(device))[0]
+            yield logits.float().cpu().numpy()
+
+    started = time.perf_counter()
+    out = cached_outputs(cache_dir, key, n_rows, (seq_len, 2), produce)
+    logger.info("teacher logits ready in %.1f s (%.1f MB fp16 on disk)", time.perf_counter() - started,
+                out.nbytes / 2**20)
+    return out
+
+
+def freeze_confidence_temperature(model: Any) -> None:
+    """Keep the QA head's calibration scalar out of training (Haystack trains it by accident)."""
+    for name, param in model.named_parameters():
+        if name.endswith("temperature_for_confidence"):
+            param.requires_grad_(False)
+
+
+def make_eval_fn(reader: Any, paragraphs: List[Dict[str, Any]]) -> Optional[Callable[[], Dict[str, float]]]:
+    """EM/F1 of the reader (its current model) on held-out paragraphs, or None without any."""
+    if not paragraphs:
+        return None
+    from ..evaluation.reader import evaluate_reader
+
+    def evaluate() -> Dict[str, float]:
+        scores = evaluate_reader(reader, paragraphs)
+        return {"em": scores["em"], "f1": scores["f1"]}
+
+    return evaluate
+
+
+def save_reader(reader: Any, save_dir: Path, record: Dict[str, Any]) -> None:
+    """Save in Haystack's format (``FARMReader(save_dir)`` reloads it) plus a run record, atomically, rank 0 only."""
+    if not is_main_process():
+        return
+    with atomic_dir(save_dir) as tmp:
+        reader.save(tmp)
+        atomic_write_json(tmp / RUN_MARKER, record)
+    logger.info("saved the student to %s", save_dir)
+
+
+def export_transformers(reader: Any, directory: Path) -> Path:
+    """Write a plain transformers QA checkpoint (``AutoModelForQuestionAnswering``) of the reader."""
+    with atomic_dir(directory) as tmp:
+        reader.inferencer.model.convert_to_transformers()[0].save_pretrained(tmp)
+        reader.inferencer.processor.tokenizer.save_pretrained(tmp)
+    return directory

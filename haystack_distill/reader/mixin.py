@@ -1,0 +1,156 @@
+"""``DistillationMixin``: farm-haystack 1.26.4's distillation methods, reimplemented and fixed.
+
+Three ways to use it, none of which patches Haystack behind your back:
+
+1. The ready class: ``DistillableFARMReader(model_name_or_path=...)`` (a ``FARMReader`` subclass).
+2. Your own subclass: ``class MyReader(DistillationMixin, MyFARMReaderSubclass): ...``.
+3. An existing instance: ``reader = make_distillable(reader)`` switches that one object to a subclass with the
+   mixin (its weights and settings are untouched; other ``FARMReader`` objects are not affected).
+
+Example (tiny models; see the tutorials for real ones):
+    >>> from haystack_distill.reader import DistillableFARMReader              # doctest: +SKIP
+    >>> teacher = DistillableFARMReader("models/teacher-reader", use_gpu=False)  # doctest: +SKIP
+    >>> student = DistillableFARMReader("models/student-reader", use_gpu=False)  # doctest: +SKIP
+    >>> metrics = student.distil_prediction_layer_from(teacher, data_dir="data", train_filename="train.json",
+    ...     dev_filename="dev.json", distillation_loss="kl_div", temperature=2.0,
+    ...     distillation_loss_weight=0.75, save_dir="models/student-distilled")   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Union
+
+from .prediction import distil_prediction_layer
+
+LossArg = Union[str, Callable[..., Any]]
+
+
+class DistillationMixin:
+    """Adds ``distil_prediction_layer_from`` (and later stages) to a ``FARMReader`` (sub)class.
+
+    Positional parameters keep farm-haystack 1.26.4's names, order and defaults; new options are keyword-only.
+    """
+
+    def distil_prediction_layer_from(
+        self,
+        teacher_model: Any,
+        data_dir: str,
+        train_filename: str,
+        dev_filename: Optional[str] = None,
+        test_filename: Optional[str] = None,
+        use_gpu: Optional[bool] = None,
+        devices: Optional[List[Any]] = None,
+        batch_size: int = 10,
+        teacher_batch_size: Optional[int] = None,
+        n_epochs: int = 2,
+        learning_rate: float = 3e-5,
+        max_seq_len: Optional[int] = None,
+        warmup_proportion: float = 0.2,
+        dev_split: float = 0,
+        evaluate_every: int = 300,
+        save_dir: Optional[str] = None,
+        num_processes: Optional[int] = None,
+        use_amp: bool = False,
+        checkpoint_root_dir: Path = Path("model_checkpoints"),
+        checkpoint_every: Optional[int] = None,
+        checkpoints_to_keep: int = 3,
+        caching: bool = False,
+        cache_path: Path = Path("cache/data_silo"),
+        distillation_loss_weight: float = 0.5,
+        distillation_loss: LossArg = "kl_div",
+        temperature: float = 1.0,
+        processor: Optional[Any] = None,
+        grad_acc_steps: int = 1,
+        early_stopping: Optional[Any] = None,
+        *,
+        seed: int = 42,
+        kd_mask: str = "span",
+        resume: Union[bool, str] = False,
+        doc_stride: Optional[int] = None,
+        max_query_length: Optional[int] = None,
+        show_progress: bool = True,
+    ) -> Dict[str, Any]:
+        """Train this reader (the student) to match ``teacher_model``'s start/end distributions and the labels.
+
+        Loss per batch: ``w * KD + (1 - w) * hard``, with ``w = distillation_loss_weight``; ``KD`` is
+        ``(KD(start) + KD(end)) / 2`` at ``temperature`` (times ``T**2`` for ``"kl_div"``), and ``hard`` is
+        Haystack's QA cross-entropy, also averaged over start and end.
+
+        Args (as in farm-haystack 1.26.4, with these fixes):
+            teacher_model: a fine-tuned ``FARMReader``; its tokenizer must equal this reader's
+                (else ``TokenizerMismatchError``, raised before any teacher work).
+            data_dir, train_filename, dev_filename, test_filename: SQuAD files, validated up front. With a
+                dev file (or ``dev_split``), EM/F1 are computed every ``evaluate_every`` steps and at the end.
+            distillation_loss: ``"kl_div"``, ``"mse"``, ``"soft_ce"`` or a callable
+                ``(student_logits, teacher_logits) -> scalar`` (called with those keywords if it declares
+                them); all work, unlike 1.26.4 where only the two strings did.
+            caching: keep the fp16 teacher logits under ``cache_path/teacher_outputs`` for later runs (keyed by
+                teacher weights, tokenizers, max_seq_len, doc_stride, max_query_length and the train file).
+                Without it they live in a temporary folder for this run. The teacher never runs on dev/test.
+            checkpoint_root_dir, checkpoint_every: checkpoints go to ``checkpoint_root_dir/prediction_layer``.
+            num_processes: accepted for compatibility; preprocessing uses the fast tokenizer in-process.
+            save_dir: default ``./saved_models/<model name>`` as in Haystack; an existing folder that is not a
+                previous output is refused.
+
+        Keyword-only extras:
+            seed: was hard-coded to 42.
+            kd_mask: ``"span"`` (context tokens + no-answer, default), ``"padding"`` (all real tokens) or
+                ``"none"`` (1.26.4's behaviour: every position, padding included).
+            resume: ``True`` to continue from the newest checkpoint, or a checkpoint path; refuses a checkpoint of
+                a different run.
+            doc_stride, max_query_length: default to the reader's own values.
+
+        Returns:
+            dict with ``loss``, ``global_step``, ``teacher_seconds``, ``train_seconds``, ``save_dir`` and, given
+            dev/test data, ``em``/``f1`` and ``test_em``/``test_f1`` (percent).
+        """
+        return distil_prediction_layer(
+            self, teacher_model, data_dir=data_dir, train_filename=train_filename, dev_filename=dev_filename,
+            test_filename=test_filename, use_gpu=use_gpu, devices=devices, batch_size=batch_size,
+            teacher_batch_size=teacher_batch_size, n_epochs=n_epochs, learning_rate=learning_rate,
+            max_seq_len=max_seq_len, warmup_proportion=warmup_proportion, dev_split=dev_split,
+            evaluate_every=evaluate_every, save_dir=save_dir, use_amp=use_amp,
+            checkpoint_root_dir=checkpoint_root_dir, checkpoint_every=checkpoint_every,
+            checkpoints_to_keep=checkpoints_to_keep, caching=caching, cache_path=cache_path,
+            distillation_loss_weight=distillation_loss_weight, distillation_loss=distillation_loss,
+            temperature=temperature, processor=processor, grad_acc_steps=grad_acc_steps,
+            early_stopping=early_stopping, seed=seed, kd_mask=kd_mask, resume=resume, doc_stride=doc_stride,
+            max_query_length=max_query_length, show_progress=show_progress,
+        )
+
+    def train_reader(self, data_dir: str, train_filename: str, dev_filename: Optional[str] = None, *,
+                     batch_size: int = 10, n_epochs: int = 2, learning_rate: float = 1e-5,
+                     save_dir: Optional[str] = None, seed: int = 42, **kwargs: Any) -> Dict[str, Any]:
+        """Plain fine-tuning (no teacher) through the same loop, e.g. to build a teacher or a no-KD baseline."""
+        defaults = dict(test_filename=None, use_gpu=None, devices=None, teacher_batch_size=None, max_seq_len=None,
+                        warmup_proportion=0.2, dev_split=0, evaluate_every=300, use_amp=False,
+                        checkpoint_root_dir=Path("model_checkpoints"), checkpoint_every=None, checkpoints_to_keep=3,
+                        caching=False, cache_path=Path("cache/data_silo"), distillation_loss_weight=0.0,
+                        distillation_loss="kl_div", temperature=1.0, processor=None, grad_acc_steps=1,
+                        early_stopping=None)
+        return distil_prediction_layer(
+            self, None, data_dir=data_dir, train_filename=train_filename, dev_filename=dev_filename,
+            batch_size=batch_size, n_epochs=n_epochs, learning_rate=learning_rate, save_dir=save_dir, seed=seed,
+            **{**defaults, **kwargs})
+
+
+def _farm_reader_class() -> type:
+    from haystack.nodes import FARMReader
+
+    return FARMReader
+
+
+def make_distillable(reader: Any) -> Any:
+    """Give an existing ``FARMReader`` (or subclass) instance the mixin's methods; returns the same object.
+
+    The object's class becomes ``Distillable<Class>``, a subclass of its class and :class:`DistillationMixin`;
+    nothing else changes, and no other reader or Haystack class is touched.
+    """
+    if isinstance(reader, DistillationMixin):
+        return reader
+    if not isinstance(reader, _farm_reader_class()):
+        raise TypeError(f"make_distillable expects a FARMReader, got {type(reader).__name__}.")
+    cls = type(reader)
+    reader.__class__ = type(f"Distillable{cls.__name__}", (DistillationMixin, cls), {"__module__": __name__})
+    return reader

@@ -1,0 +1,130 @@
+"""Prediction-layer distillation of a Haystack reader: the stage behind ``distil_prediction_layer_from``.
+
+Differences from farm-haystack 1.26.4, each a fix of a bug there (research report section 0):
+tokenizers are checked before any teacher work; teacher logits are computed once for the training set only,
+fp16 on disk, under a key covering teacher, tokenizers, sequence settings and data; the KD softmax covers
+only context tokens and the no-answer position (``kd_mask="span"``); start and end KD are averaged like the
+hard loss; ``"mse"`` and callables work; the seed is a parameter; the QA head's confidence temperature is
+not trained; the method returns metrics.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Dict, Optional, Union
+
+from torch import Tensor
+
+from ..losses import DistillationLoss, combine_losses, span_kd_loss
+from ..training import TrainConfig, config_fields, train
+from . import common
+
+logger = logging.getLogger(__name__)
+
+
+def kd_valid_mask(batch: Dict[str, Tensor], kd_mask: str) -> Optional[Tensor]:
+    """Positions allowed in the KD softmax: ``span`` (context + no-answer), ``padding`` (all real tokens), ``none``."""
+    if kd_mask == "span":
+        return batch["span_mask"].bool()
+    if kd_mask == "padding":
+        return batch["padding_mask"].bool()
+    return None
+
+
+class PredictionLayerLoss:
+    """``w * span_KD(student, teacher) + (1 - w) * hard QA loss``, both averaged over start and end."""
+
+    def __init__(self, model: Any, weight: float, loss: DistillationLoss, temperature: float, kd_mask: str) -> None:
+        self.model, self.weight, self.loss, self.temperature, self.kd_mask = model, weight, loss, temperature, kd_mask
+
+    def __call__(self, batch: Dict[str, Tensor]) -> Tensor:
+        logits = self.model.forward(input_ids=batch["input_ids"], segment_ids=batch["segment_ids"],
+                                    padding_mask=batch["padding_mask"])[0]
+        hard = self.model.prediction_heads[0].logits_to_loss(logits=logits, labels=batch["labels"]).mean()
+        if self.weight == 0:
+            return hard
+        teacher = batch["teacher_logits"].to(logits.dtype)
+        kd = span_kd_loss(logits, teacher, kd_valid_mask(batch, self.kd_mask), self.loss, self.temperature)
+        return combine_losses(hard, kd, self.weight)
+
+
+def distil_prediction_layer(student: Any, teacher: Optional[Any], *, data_dir: str, train_filename: str,
+                            dev_filename: Optional[str], test_filename: Optional[str], use_gpu: Optional[bool],
+                            devices: Any, batch_size: int, teacher_batch_size: Optional[int], n_epochs: int,
+                            learning_rate: float, max_seq_len: Optional[int], warmup_proportion: float,
+                            dev_split: float, evaluate_every: int, save_dir: Optional[str], use_amp: bool,
+                            checkpoint_root_dir: Path, checkpoint_every: Optional[int], checkpoints_to_keep: int,
+                            caching: bool, cache_path: Path, distillation_loss_weight: float,
+                            distillation_loss: DistillationLoss, temperature: float, processor: Any,
+                            grad_acc_steps: int, early_stopping: Any, seed: int = 42, kd_mask: str = "span",
+                            resume: Union[bool, str] = False, doc_stride: Optional[int] = None,
+                            max_query_length: Optional[int] = None, show_progress: bool = True) -> Dict[str, Any]:
+    """Run the stage; see :meth:`DistillationMixin.distil_prediction_layer_from` for the arguments."""
+    fine_tune_only = teacher is None
+    common.validate_hyperparameters(temperature, distillation_loss_weight, distillation_loss, batch_size, n_epochs,
+                                    grad_acc_steps, kd_mask)
+    train_path = common.data_path(data_dir, train_filename)
+    dev_path, test_path = common.data_path(data_dir, dev_filename), common.data_path(data_dir, test_filename)
+    save_path = common.check_save_dir(Path(save_dir) if save_dir else common.default_save_dir(student))
+    max_seq_len = max_seq_len or student.max_seq_len
+    doc_stride = doc_stride or student.doc_stride
+    max_query_length = max_query_length or student.max_query_length
+    if not fine_tune_only:
+        common.check_pair(teacher, student, max_seq_len)
+    device = common.resolve_device(use_gpu, devices)
+
+    paragraphs = common.read_paragraphs(train_path)
+    train_paras, dev_paras = (paragraphs, common.read_paragraphs(dev_path)) if dev_path else \
+        common.split_paragraphs(paragraphs, dev_split, seed)
+    processor = processor or common.build_processor(student, max_seq_len, doc_stride, max_query_length, data_dir)
+    features = common.featurize(processor, train_paras)
+    logger.info("%d training features from %d paragraphs", len(features["input_ids"]), len(train_paras))
+
+    timings: Dict[str, float] = {}
+    with tempfile.TemporaryDirectory(prefix="teacher-cache-") as scratch:
+        if not fine_tune_only:
+            started = time.perf_counter()
+            key = common.teacher_key(teacher, student, train_path, max_seq_len, doc_stride, max_query_length,
+                                     {"dev_split": dev_split, "seed": seed if dev_split else None})
+            cache_dir = Path(cache_path) / "teacher_outputs" if caching else Path(scratch)
+            features["teacher_logits"] = common.teacher_span_logits(
+                teacher, features, teacher_batch_size or batch_size, device, cache_dir, key, use_amp)
+            timings["teacher_seconds"] = time.perf_counter() - started
+        model = student.inferencer.model.to(device)
+        common.freeze_confidence_temperature(model)
+        config = TrainConfig(
+            n_epochs=n_epochs, batch_size=batch_size, learning_rate=learning_rate,
+            warmup_proportion=warmup_proportion, grad_acc_steps=grad_acc_steps, seed=seed, use_amp=use_amp,
+            device=str(device), evaluate_every=evaluate_every if dev_paras else 0,
+            checkpoint_dir=str(Path(checkpoint_root_dir) / "prediction_layer"), checkpoint_every=checkpoint_every,
+            checkpoints_to_keep=checkpoints_to_keep, resume=resume, show_progress=show_progress)
+        config.run_fields = {**config_fields(config), "stage": "prediction_layer", "loss": str(distillation_loss),
+                             "temperature": temperature, "weight": distillation_loss_weight, "kd_mask": kd_mask,
+                             "train_file": train_path.name, "n_features": len(features["input_ids"])}
+        loss_fn = PredictionLayerLoss(model, 0.0 if fine_tune_only else distillation_loss_weight,
+                                      distillation_loss, temperature, kd_mask)
+        started = time.perf_counter()
+        result = train(model, features, loss_fn, config, eval_fn=common.make_eval_fn(student, dev_paras),
+                       early_stopping=early_stopping)
+        timings["train_seconds"] = time.perf_counter() - started
+    return finish(student, save_path, result, timings, dev_paras, test_path,
+                  {"stage": "prediction_layer", **{k: str(v) for k, v in config.run_fields.items()}})
+
+
+def finish(student: Any, save_path: Path, result: Any, timings: Dict[str, float], dev_paras: list,
+           test_path: Optional[Path], record: Dict[str, Any]) -> Dict[str, Any]:
+    """Evaluate on dev/test, save the student with its run record, return the metrics."""
+    metrics: Dict[str, Any] = {"loss": result.loss, "global_step": result.global_step,
+                               "stopped_early": result.stopped_early, **timings}
+    if dev_paras:
+        metrics.update(common.make_eval_fn(student, dev_paras)())
+    if test_path is not None:
+        test = common.make_eval_fn(student, common.read_paragraphs(test_path))()
+        metrics.update({f"test_{k}": v for k, v in test.items()})
+    common.save_reader(student, save_path, {**record, "metrics": metrics})
+    metrics["save_dir"] = str(save_path)
+    return metrics
+

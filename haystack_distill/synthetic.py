@@ -1,0 +1,63 @@
+"""A small SQuAD-format QA dataset generated from templates: offline data for the demo, tests and tutorials.
+
+Each paragraph describes two or three people; questions ask for one fact about one of them, so a reader must
+match the name in the question to the right sentence. Deterministic for a given seed.
+
+Example:
+    >>> data = make_squad_dataset(n_paragraphs=2, seed=0)
+    >>> qa = data["data"][0]["paragraphs"][0]["qas"][0]
+    >>> ctx = data["data"][0]["paragraphs"][0]["context"]
+    >>> ans = qa["answers"][0]
+    >>> ctx[ans["answer_start"]: ans["answer_start"] + len(ans["text"])] == ans["text"]
+    True
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any, Dict, List, Tuple
+
+NAMES = ["Alice", "Bruno", "Chen", "Dalia", "Emil", "Farah", "Gustav", "Hana", "Ivan", "Jonas", "Keiko", "Liam",
+         "Maya", "Nadia", "Oscar", "Priya", "Quinn", "Rosa", "Samir", "Tariq", "Ulla", "Viktor", "Wen", "Yusuf"]
+CITIES = ["Lisbon", "Nairobi", "Oslo", "Lima", "Hanoi", "Dublin", "Tunis", "Quito", "Riga", "Perth", "Cairo",
+          "Seoul", "Zurich", "Bogota", "Kyoto", "Accra", "Vienna", "Manila"]
+JOBS = ["teacher", "pilot", "chemist", "baker", "lawyer", "nurse", "carpenter", "farmer", "journalist", "plumber",
+        "dentist", "librarian", "welder", "painter"]
+COMPANIES = ["Acme Corp", "Blue Harbor", "Northwind", "Globex", "Initech", "Umbrella Labs", "Stark Mills",
+             "Wayne Foods", "Hooli", "Vandelay Imports"]
+FACTS = (  # (sentence template, question template, answer field)
+    ("{name} was born in {city}.", "Where was {name} born?", "city"),
+    ("{name} was born in {year}.", "In which year was {name} born?", "year"),
+    ("{name} works as a {job}.", "What is the job of {name}?", "job"),
+    ("{name} is employed by {company}.", "Which company employs {name}?", "company"),
+)
+
+
+def _person(rng: random.Random, name: str) -> Dict[str, str]:
+    return {"name": name, "city": rng.choice(CITIES), "year": str(rng.randint(1900, 2010)),
+            "job": rng.choice(JOBS), "company": rng.choice(COMPANIES)}
+
+
+def _paragraph(rng: random.Random, index: int) -> Dict[str, Any]:
+    people = [_person(rng, n) for n in rng.sample(NAMES, rng.randint(2, 3))]
+    sentences: List[Tuple[str, Dict[str, str], int]] = []
+    for person in people:
+        for fact_idx in rng.sample(range(len(FACTS)), 3):
+            sentences.append((FACTS[fact_idx][0].format(**person), person, fact_idx))
+    rng.shuffle(sentences)
+    context, qas = "", []
+    for s_idx, (sentence, person, fact_idx) in enumerate(sentences):
+        offset = len(context) + (1 if context else 0)
+        context = f"{context} {sentence}" if context else sentence
+        answer = person[FACTS[fact_idx][2]]
+        start = offset + sentence.index(answer, len(person["name"]))
+        qas.append({"id": f"syn-{index}-{s_idx}", "question": FACTS[fact_idx][1].format(name=person["name"]),
+                    "answers": [{"text": answer, "answer_start": start}], "is_impossible": False})
+    return {"context": context, "qas": qas}
+
+
+def make_squad_dataset(n_paragraphs: int = 100, seed: int = 0, title: str = "synthetic") -> Dict[str, Any]:
+    """Return a SQuAD v2-format dict with ``n_paragraphs`` paragraphs (about 7 questions each)."""
+    rng = random.Random(seed)
+    paragraphs = [_paragraph(rng, i) for i in range(n_paragraphs)]
+    return {"version": "v2.0", "data": [{"title": title, "paragraphs": paragraphs}]}

@@ -1,0 +1,345 @@
+"""The one training loop behind every stage (fine-tuning, prediction-layer KD, intermediate-layer KD).
+
+A stage is just a ``loss_fn(batch) -> scalar``; the loop owns optimisation, gradient accumulation, warmup,
+AMP on GPU, evaluation with early stopping, torch.distributed gradient averaging, and exact resume:
+checkpoints hold model, extra modules (e.g. projections), optimizer, scheduler, RNG states and the data
+position, saved as plain tensors/containers so they load with ``torch.load(weights_only=True)``.
+No Haystack import.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence, Union
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+logger = logging.getLogger(__name__)
+
+Batch = Dict[str, Tensor]
+NO_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight", "LayerNorm.bias")
+
+
+@dataclass
+class TrainConfig:
+    """Settings of one training run; ``run_fields`` identify the run for resume safety checks."""
+
+    n_epochs: int = 2
+    batch_size: int = 10
+    learning_rate: float = 3e-5
+    warmup_proportion: float = 0.2
+    grad_acc_steps: int = 1
+    max_grad_norm: float = 1.0
+    weight_decay: float = 0.01
+    seed: int = 42
+    use_amp: bool = False
+    device: str = "cpu"
+    evaluate_every: int = 0
+    checkpoint_dir: Optional[str] = None
+    checkpoint_every: Optional[int] = None
+    checkpoints_to_keep: int = 3
+    resume: Union[bool, str] = False
+    show_progress: bool = True
+    run_fields: Dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class TrainResult:
+    """What the loop returns: final training loss, steps taken and the best evaluation metrics."""
+
+    loss: float
+    global_step: int
+    metrics: Dict[str, float]
+    stopped_early: bool = False
+
+
+def set_seed(seed: int) -> None:
+    """Seed Python, NumPy and torch."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def world() -> tuple:
+    """(rank, world_size) under torch.distributed, else (0, 1)."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def is_main_process() -> bool:
+    """True on rank 0 (or without torch.distributed): only it writes outputs."""
+    return world()[0] == 0
+
+
+def trainable_parameters(modules: Sequence[nn.Module]) -> List[tuple]:
+    """Named parameters that require grad, de-duplicated (tied weights appear once)."""
+    seen, named = set(), []
+    for idx, module in enumerate(modules):
+        for name, param in module.named_parameters():
+            if param.requires_grad and id(param) not in seen:
+                seen.add(id(param))
+                named.append((f"{idx}.{name}", param))
+    return named
+
+
+def build_optimizer(named: List[tuple], config: TrainConfig, total_steps: int) -> tuple:
+    """AdamW with weight decay off for biases and LayerNorm, and linear warmup then linear decay."""
+    groups = [
+        {"params": [p for n, p in named if not any(k in n for k in NO_DECAY)], "weight_decay": config.weight_decay},
+        {"params": [p for n, p in named if any(k in n for k in NO_DECAY)], "weight_decay": 0.0},
+    ]
+    optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=config.learning_rate)
+    warmup = int(config.warmup_proportion * total_steps)
+
+    def schedule(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / (warmup + 1)
+        return max(0.0, (total_steps - step) / max(1, total_steps - warmup))
+
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
+
+
+def _rng_state() -> Dict[str, Any]:
+    version, state, gauss = random.getstate()
+    np_state = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "python": [version, list(state), gauss],
+        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
+    }
+
+
+def _set_rng_state(state: Dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    version, py_state, gauss = state["python"]
+    random.setstate((version, tuple(py_state), gauss))
+    name, keys, *rest = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), *rest))
+
+
+class CheckpointMismatchError(ValueError):
+    """A resume checkpoint belongs to a different run (teacher, student or configuration)."""
+
+
+def _checkpoints(root: Path) -> List[Path]:
+    return sorted(root.glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
+
+
+def save_checkpoint(root: Path, modules: Dict[str, nn.Module], optimizer, scheduler, progress: Dict[str, int],
+                    run_fields: Dict[str, Any], keep: int) -> Path:
+    """Write ``root/step-N/state.pt`` atomically and prune to the newest ``keep``."""
+    target = root / f"step-{progress['global_step']}"
+    tmp = root / f".tmp-step-{progress['global_step']}"
+    tmp.mkdir(parents=True, exist_ok=True)
+    state = {
+        "modules": {name: m.state_dict() for name, m in modules.items()},
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "rng": _rng_state(),
+        "progress": progress,
+        "run_fields": {k: str(v) for k, v in run_fields.items()},
+    }
+    torch.save(state, tmp / "state.pt")
+    if target.exists():
+        shutil.rmtree(target)
+    tmp.rename(target)
+    for old in _checkpoints(root)[:-keep] if keep > 0 else []:
+        shutil.rmtree(old, ignore_errors=True)
+    return target
+
+
+def _resolve_resume(config: TrainConfig) -> Optional[Path]:
+    if not config.resume:
+        return None
+    if isinstance(config.resume, (str, Path)) and not isinstance(config.resume, bool):
+        path = Path(config.resume)
+        path = path if (path / "state.pt").is_file() else (_checkpoints(path) or [None])[-1]
+        if path is None:
+            raise FileNotFoundError(f"resume={config.resume!r}: no checkpoint (step-*/state.pt) found there.")
+        return path
+    if not config.checkpoint_dir:
+        raise ValueError("resume=True needs checkpoint_root_dir (where the interrupted run saved checkpoints).")
+    found = _checkpoints(Path(config.checkpoint_dir))
+    if not found:
+        logger.info("resume=True but no checkpoint in %s: starting from scratch", config.checkpoint_dir)
+    return found[-1] if found else None
+
+
+def load_checkpoint(path: Path, modules: Dict[str, nn.Module], optimizer, scheduler,
+                    run_fields: Dict[str, Any]) -> Dict[str, int]:
+    """Restore a checkpoint saved by :func:`save_checkpoint`; refuse one from a different run."""
+    state = torch.load(path / "state.pt", map_location="cpu", weights_only=True)
+    saved, current = state["run_fields"], {k: str(v) for k, v in run_fields.items()}
+    differing = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
+    if differing:
+        raise CheckpointMismatchError(
+            f"checkpoint {path} is from a different run: {', '.join(differing)} differ "
+            f"(checkpoint {[saved.get(k) for k in differing]} vs now {[current.get(k) for k in differing]}); "
+            "use another checkpoint_root_dir or resume=False."
+        )
+    for name, module in modules.items():
+        module.load_state_dict(state["modules"][name])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    _set_rng_state(state["rng"])
+    logger.info("resumed from %s (epoch %d, batch %d)", path, state["progress"]["epoch"],
+                state["progress"]["batch"])
+    return state["progress"]
+
+
+def _rows_of(values: Any, indices: Tensor) -> Tensor:
+    if isinstance(values, np.ndarray):  # e.g. a memory-mapped teacher cache: read only these rows
+        return torch.from_numpy(np.ascontiguousarray(values[indices.numpy()]))
+    return values[indices]
+
+
+def _collate(dataset: Dict[str, Any], indices: Tensor, device: str) -> Batch:
+    return {name: _rows_of(values, indices).to(device) for name, values in dataset.items()}
+
+
+def _average_gradients(params: List[Tensor]) -> None:
+    rank_world = world()
+    if rank_world[1] == 1:
+        return
+    for param in params:
+        if param.grad is not None:
+            dist.all_reduce(param.grad, op=dist.ReduceOp.SUM)
+            param.grad /= rank_world[1]
+
+
+class _EarlyStopper:
+    """Duck-types Haystack's ``EarlyStopping`` (metric, mode, patience, min_delta) on our metrics dict."""
+
+    def __init__(self, early_stopping: Any) -> None:
+        self.metric = getattr(early_stopping, "metric", "f1")
+        self.mode = getattr(early_stopping, "mode", "max")
+        self.patience = getattr(early_stopping, "patience", 0)
+        self.min_delta = getattr(early_stopping, "min_delta", 0.0)
+        self.best: Optional[float] = None
+        self.best_state: Optional[Dict[str, Tensor]] = None
+        self.bad_rounds = 0
+
+    def value(self, metrics: Dict[str, float]) -> float:
+        if callable(self.metric):
+            return float(self.metric(metrics))
+        key = str(self.metric).lower()
+        if key not in metrics:
+            raise ValueError(f"early_stopping metric {self.metric!r} is not computed; choose from {sorted(metrics)}.")
+        return float(metrics[key])
+
+    def update(self, metrics: Dict[str, float], model: nn.Module) -> bool:
+        """Record an evaluation; return True when training should stop."""
+        value = self.value(metrics)
+        better = self.best is None or (
+            value > self.best + self.min_delta if self.mode == "max" else value < self.best - self.min_delta
+        )
+        if better:
+            self.best, self.bad_rounds = value, 0
+            self.best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            return False
+        self.bad_rounds += 1
+        return self.bad_rounds > self.patience
+
+
+def train(
+    model: nn.Module,
+    dataset: Dict[str, Any],
+    loss_fn: Callable[[Batch], Tensor],
+    config: TrainConfig,
+    extra_modules: Optional[nn.Module] = None,
+    eval_fn: Optional[Callable[[], Dict[str, float]]] = None,
+    early_stopping: Any = None,
+) -> TrainResult:
+    """Train ``model`` (and ``extra_modules``) on a dict of equally long tensors/arrays with ``loss_fn``.
+
+    Under torch.distributed each rank computes its slice of every global batch of ``config.batch_size`` rows
+    and gradients are averaged across ranks, so results match a single process with the same global batch.
+    """
+    rank, world_size = world()
+    n_rows = len(next(iter(dataset.values())))
+    batches_per_epoch = math.ceil(n_rows / config.batch_size)
+    steps_per_epoch = math.ceil(batches_per_epoch / config.grad_acc_steps)
+    modules = {"model": model} | ({"extra": extra_modules} if extra_modules is not None else {})
+    named = trainable_parameters(list(modules.values()))
+    params = [p for _, p in named]
+    optimizer, scheduler = build_optimizer(named, config, steps_per_epoch * config.n_epochs)
+    set_seed(config.seed)
+    progress = {"epoch": 0, "batch": 0, "global_step": 0}
+    resume_from = _resolve_resume(config)
+    if resume_from is not None:
+        progress = load_checkpoint(resume_from, modules, optimizer, scheduler, config.run_fields)
+    stopper = _EarlyStopper(early_stopping) if early_stopping is not None and eval_fn is not None else None
+    amp = config.use_amp and str(config.device).startswith("cuda")
+    if config.use_amp and not amp:
+        logger.info("use_amp=True ignored: AMP needs a CUDA device, training on %s in fp32", config.device)
+    scaler = torch.amp.GradScaler("cuda") if amp else None
+    last_loss, metrics, stopped = float("nan"), {}, False
+    bar = tqdm(total=steps_per_epoch * config.n_epochs, initial=progress["global_step"], desc="training",
+               disable=not config.show_progress or rank != 0)
+    for epoch in range(progress["epoch"], config.n_epochs):
+        order = torch.randperm(n_rows, generator=torch.Generator().manual_seed(config.seed + epoch))
+        start = progress["batch"] if epoch == progress["epoch"] else 0
+        for model_ in modules.values():
+            model_.train()
+        for b_idx in range(start, batches_per_epoch):
+            global_idx = order[b_idx * config.batch_size : (b_idx + 1) * config.batch_size]
+            batch = _collate(dataset, global_idx[rank::world_size], config.device)
+            with torch.autocast("cuda", enabled=amp):
+                loss = loss_fn(batch) / config.grad_acc_steps
+            (scaler.scale(loss) if scaler else loss).backward()
+            last_loss = float(loss.detach()) * config.grad_acc_steps
+            if (b_idx + 1) % config.grad_acc_steps and b_idx + 1 != batches_per_epoch:
+                continue
+            _average_gradients(params)
+            if scaler:
+                scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
+            scaler.step(optimizer) if scaler else optimizer.step()
+            if scaler:
+                scaler.update()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            progress = {"epoch": epoch, "batch": b_idx + 1, "global_step": progress["global_step"] + 1}
+            bar.update(1)
+            bar.set_postfix(loss=f"{last_loss:.4f}")
+            every = config.checkpoint_every
+            if every and config.checkpoint_dir and progress["global_step"] % every == 0:
+                if rank == 0:
+                    save_checkpoint(Path(config.checkpoint_dir), modules, optimizer, scheduler,
+                                    progress, config.run_fields, config.checkpoints_to_keep)
+                if world_size > 1:
+                    dist.barrier()
+            if eval_fn and config.evaluate_every and progress["global_step"] % config.evaluate_every == 0:
+                metrics = eval_fn()
+                logger.info("step %d: %s", progress["global_step"], metrics)
+                if stopper and stopper.update(metrics, model):
+                    stopped = True
+                    break
+                for model_ in modules.values():
+                    model_.train()
+        if stopped:
+            break
+        progress = {"epoch": epoch + 1, "batch": 0, "global_step": progress["global_step"]}
+    bar.close()
+    if stopper and stopper.best_state is not None:
+        model.load_state_dict(stopper.best_state)
+        logger.info("early stopping kept the best model (%s=%.4f)", stopper.metric, stopper.best)
+    for model_ in modules.values():
+        model_.eval()
+    return TrainResult(loss=last_loss, global_step=progress["global_step"], metrics=metrics, stopped_early=stopped)
+
+
+def config_fields(config: TrainConfig) -> Dict[str, Any]:
+    """The config fields that must match for a resume to be exact."""
+    keys = ("n_epochs", "batch_size", "learning_rate", "warmup_proportion", "grad_acc_steps", "seed", "weight_decay")
+    return {k: v for k, v in asdict(config).items() if k in keys}
