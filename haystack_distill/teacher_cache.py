@@ -94,13 +94,17 @@ def cached_outputs(
     tmp = entry / f".outputs.{os.getpid()}.npy"
     out = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=(n_rows, *row_shape))
     row = 0
-    for batch in produce():
-        out[row : row + len(batch)] = batch
-        row += len(batch)
-    if row != n_rows:
+    try:
+        for batch in produce():
+            out[row : row + len(batch)] = batch
+            row += len(batch)
+        if row != n_rows:
+            raise RuntimeError(f"teacher produced {row} rows, expected {n_rows}")
+        out.flush()
+    except BaseException:
+        del out
         tmp.unlink(missing_ok=True)
-        raise RuntimeError(f"teacher produced {row} rows, expected {n_rows}")
-    out.flush()
+        raise
     del out
     os.replace(tmp, entry / "outputs.npy")
     atomic_write_json(entry / "meta.json", {"key": key_fields, "shape": [n_rows, *row_shape],

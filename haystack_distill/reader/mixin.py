@@ -152,5 +152,8 @@ def make_distillable(reader: Any) -> Any:
     if not isinstance(reader, _farm_reader_class()):
         raise TypeError(f"make_distillable expects a FARMReader, got {type(reader).__name__}.")
     cls = type(reader)
-    reader.__class__ = type(f"Distillable{cls.__name__}", (DistillationMixin, cls), {"__module__": __name__})
+    # (cls, mixin) keeps CPython's instance layout compatible; the mixin's methods are copied into the new class
+    # so they take precedence over FARMReader's own distillation methods.
+    methods = {name: value for name, value in vars(DistillationMixin).items() if callable(value)}
+    reader.__class__ = type(f"Distillable{cls.__name__}", (cls, DistillationMixin), {"__module__": __name__, **methods})
     return reader

@@ -1,0 +1,196 @@
+"""Prediction-layer distillation end to end on tiny models the tests build."""
+
+import inspect
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from haystack_distill.losses import kd_kl_div
+from haystack_distill.squad import SquadFormatError
+from haystack_distill.tokenizers import TokenizerMismatchError
+
+READER_KW = dict(use_gpu=False, max_seq_len=96, doc_stride=32, max_query_length=24, num_processes=0,
+                 progress_bar=False)
+FAST = dict(batch_size=8, n_epochs=1, evaluate_every=0, show_progress=False)
+
+
+@pytest.fixture(scope="module")
+def readers(tiny_models):
+    from haystack_distill.reader import DistillableFARMReader
+
+    teacher = DistillableFARMReader(str(tiny_models["teacher"]), **READER_KW)
+    return teacher, lambda key="student": DistillableFARMReader(str(tiny_models[key]), **READER_KW)
+
+
+def test_signature_is_farm_haystack_compatible():
+    from haystack.nodes import FARMReader
+
+    from haystack_distill.reader import DistillableFARMReader
+
+    ours = inspect.signature(DistillableFARMReader.distil_prediction_layer_from).parameters
+    theirs = inspect.signature(FARMReader.distil_prediction_layer_from).parameters
+    positional = [p for p in ours.values() if p.kind is not inspect.Parameter.KEYWORD_ONLY]
+    assert [p.name for p in positional] == list(theirs)
+    for name, param in theirs.items():
+        assert ours[name].default == param.default, name
+    assert all(p.default is not inspect.Parameter.empty for p in ours.values() if p.kind is p.KEYWORD_ONLY)
+
+
+def test_import_does_not_patch_haystack():
+    from haystack.nodes import FARMReader
+
+    import haystack_distill.reader  # noqa: F401
+
+    assert FARMReader.distil_prediction_layer_from.__module__ == "haystack.nodes.reader.farm"
+
+
+def _span_kl(student, teacher, squad_dir):
+    from haystack_distill.reader import common
+
+    proc = common.build_processor(student, 96, 32, 24)
+    feats = common.featurize(proc, common.read_paragraphs(squad_dir / "train.json"))
+    with torch.no_grad():
+        args = {k: feats[k] for k in ("input_ids", "segment_ids", "padding_mask")}
+        s = student.inferencer.model.eval().forward(**args)[0]
+        t = teacher.inferencer.model.eval().forward(**args)[0]
+    mask = feats["span_mask"].bool()
+    return float(kd_kl_div(s[..., 0], t[..., 0], 1.0, mask) + kd_kl_div(s[..., 1], t[..., 1], 1.0, mask))
+
+
+@pytest.mark.parametrize("loss", ["mse", "callable"])
+def test_distil_saves_reloads_and_answers_in_pipeline(readers, tiny_squad, tmp_path, loss):
+    from haystack import Document
+    from haystack.document_stores import InMemoryDocumentStore
+    from haystack.nodes import BM25Retriever, FARMReader
+    from haystack.pipelines import ExtractiveQAPipeline
+
+    teacher, make_student = readers
+    student = make_student()
+
+    def l1(student_logits, teacher_logits):
+        return (student_logits - teacher_logits).abs().mean()
+
+    before = _span_kl(student, teacher, tiny_squad)
+    metrics = student.distil_prediction_layer_from(
+        teacher, data_dir=str(tiny_squad), train_filename="train.json", dev_filename="dev.json",
+        save_dir=str(tmp_path / "out"), distillation_loss=l1 if loss == "callable" else "mse",
+        distillation_loss_weight=1.0, temperature=2.0, learning_rate=1e-3, **{**FAST, "n_epochs": 3})
+    assert np.isfinite(metrics["loss"]) and metrics["global_step"] > 0
+    assert 0.0 <= metrics["f1"] <= 100.0 and "em" in metrics
+    assert _span_kl(student, teacher, tiny_squad) < before  # the student moved toward the teacher
+    record = json.loads((tmp_path / "out" / "distillation.json").read_text())
+    assert record["stage"] == "prediction_layer"
+
+    reloaded = FARMReader(str(tmp_path / "out"), use_gpu=False, progress_bar=False)
+    store = InMemoryDocumentStore(use_bm25=True)
+    context = json.loads((tiny_squad / "dev.json").read_text())["data"][0]["paragraphs"][0]["context"]
+    store.write_documents([Document(content=context)])
+    pipe = ExtractiveQAPipeline(reader=reloaded, retriever=BM25Retriever(document_store=store))
+    result = pipe.run(query="Where was Nadia born?", params={"Retriever": {"top_k": 1}, "Reader": {"top_k": 2}})
+    assert result["answers"] and all(a.answer in context for a in result["answers"])
+    reloaded_w = reloaded.inferencer.model.state_dict()
+    for name, value in student.inferencer.model.state_dict().items():
+        assert torch.allclose(value.cpu(), reloaded_w[name].cpu()), name
+
+
+def test_tokenizer_mismatch_fails_before_teacher_pass(readers, tmp_path, tiny_squad, monkeypatch):
+    from conftest import build_tiny_bert
+
+    from haystack_distill.reader import DistillableFARMReader
+
+    teacher, _ = readers
+    other = build_tiny_bert(tmp_path / "other", vocab=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "x", "y"])
+    student = DistillableFARMReader(str(other), **READER_KW)
+
+    def boom(*args, **kwargs):
+        raise AssertionError("teacher forward must not run")
+
+    monkeypatch.setattr(teacher.inferencer.model, "forward", boom)
+    with pytest.raises(TokenizerMismatchError, match="vocab size"):
+        student.distil_prediction_layer_from(teacher, str(tiny_squad), "train.json", save_dir=str(tmp_path / "o"))
+
+
+def test_teacher_cache_key_covers_doc_stride(readers, tiny_squad, tmp_path, monkeypatch):
+    from haystack_distill.reader import common
+
+    teacher, make_student = readers
+    calls = []
+    real = common.cached_outputs
+
+    def counting(cache_dir, key, n_rows, row_shape, produce):
+        def wrapped():
+            calls.append(key["doc_stride"])
+            yield from produce()
+        return real(cache_dir, key, n_rows, row_shape, wrapped)
+
+    monkeypatch.setattr(common, "cached_outputs", counting)
+    kw = dict(caching=True, cache_path=tmp_path / "cache", distillation_loss_weight=0.5, **FAST)
+    for stride, out in ((32, "a"), (32, "b"), (16, "c")):
+        make_student().distil_prediction_layer_from(teacher, str(tiny_squad), "train.json",
+                                                    save_dir=str(tmp_path / out), doc_stride=stride, **kw)
+    assert calls == [32, 16]  # the second run reused the cache; the changed stride recomputed it
+    stored = list((tmp_path / "cache" / "teacher_outputs").rglob("outputs.npy"))
+    assert len(stored) == 2 and np.load(stored[0], mmap_mode="r").dtype == np.float16
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        (dict(temperature=0), ValueError, "temperature"),
+        (dict(distillation_loss_weight=1.5), ValueError, "distillation_loss_weight"),
+        (dict(distillation_loss="cosine"), ValueError, "distillation_loss"),
+        (dict(train_filename="missing.json"), SquadFormatError, "does not exist"),
+        (dict(train_filename="broken.json"), SquadFormatError, "not valid JSON"),
+        (dict(train_filename="badstart.json"), SquadFormatError, r"1 questions have an answer_start.*q-bad"),
+        (dict(train_filename="empty.json"), SquadFormatError, "no questions"),
+    ],
+)
+def test_bad_input_is_rejected_before_work(readers, tiny_squad, tmp_path, kwargs, error, match):
+    teacher, make_student = readers
+    (tiny_squad / "broken.json").write_text("{not json")
+    (tiny_squad / "empty.json").write_text(json.dumps({"data": []}))
+    bad = {"data": [{"paragraphs": [{"context": "Paris is in France.", "qas": [
+        {"id": "q-bad", "question": "Where?", "answers": [{"text": "France", "answer_start": 3}]}]}]}]}
+    (tiny_squad / "badstart.json").write_text(json.dumps(bad))
+    args = {"train_filename": "train.json", "save_dir": str(tmp_path / "out"), **kwargs}
+    with pytest.raises(error, match=match):
+        make_student().distil_prediction_layer_from(teacher, str(tiny_squad), **args)
+
+
+def test_existing_foreign_save_dir_is_refused(readers, tiny_squad, tmp_path):
+    teacher, make_student = readers
+    (tmp_path / "precious").mkdir()
+    (tmp_path / "precious" / "notes.txt").write_text("keep me")
+    with pytest.raises(FileExistsError, match="not a previous distillation output"):
+        make_student().distil_prediction_layer_from(teacher, str(tiny_squad), "train.json",
+                                                    save_dir=str(tmp_path / "precious"))
+    assert (tmp_path / "precious" / "notes.txt").read_text() == "keep me"
+
+
+def test_make_distillable_on_existing_instance(tiny_models):
+    from haystack.nodes import FARMReader
+
+    from haystack_distill.reader import DistillationMixin, make_distillable
+
+    reader = FARMReader(str(tiny_models["student"]), **READER_KW)
+    same = make_distillable(reader)
+    assert same is reader and isinstance(reader, DistillationMixin) and isinstance(reader, FARMReader)
+    assert not hasattr(FARMReader, "train_reader")
+    assert type(reader).distil_prediction_layer_from is DistillationMixin.distil_prediction_layer_from
+    with pytest.raises(TypeError, match="expects a FARMReader"):
+        make_distillable(object())
+
+
+def test_student_from_teacher_keeps_teacher_layers(readers, tmp_path):
+    from haystack_distill.reader import student_from_teacher
+
+    teacher, _ = readers
+    student = student_from_teacher(teacher, [0, 3], tmp_path / "s2", **READER_KW)
+    t_layers = teacher.inferencer.model.language_model.model.encoder.layer
+    s_layers = student.inferencer.model.language_model.model.encoder.layer
+    assert len(s_layers) == 2
+    for s_idx, t_idx in enumerate([0, 3]):
+        for (name, p_s), (_, p_t) in zip(s_layers[s_idx].named_parameters(), t_layers[t_idx].named_parameters()):
+            assert torch.equal(p_s, p_t), name
