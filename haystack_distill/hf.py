@@ -510,14 +510,23 @@ class DistillationTrainer(Trainer):
     def distillation_objective(
         self, student_logits: Tensor, teacher_logits: Tensor, labels: Optional[Tensor], attention_mask: Optional[Tensor]
     ) -> Tensor:
-        """The combined loss for one batch (fp32), see the class docstring."""
+        """The combined loss for one batch (fp32), see the class docstring.
+
+        Token logits are reduced to the kept positions first (label != -100, or attended tokens without
+        labels), so CE and KD are both means over the same tokens, whatever the padding.
+        """
         s, t = student_logits.float(), teacher_logits.float()
-        if labels is not None:
-            return classification_kd_loss(
-                s, t, labels, self.args.alpha, self.args.temperature, self.loss_fn, IGNORE_INDEX
-            )
-        mask = attention_mask.bool() if (s.dim() == 3 and attention_mask is not None) else None
-        return logits_kd(s, t, self.loss_fn, self.args.temperature, mask)
+        if s.dim() == 3:
+            keep = labels.ne(IGNORE_INDEX) if labels is not None else attention_mask
+            if keep is not None:
+                keep = keep.bool()
+                if not keep.any():
+                    return s.sum() * 0.0
+                s, t = s[keep], t[keep]
+                labels = labels[keep] if labels is not None else None
+        if labels is None:
+            return logits_kd(s, t, self.loss_fn, self.args.temperature)
+        return classification_kd_loss(s, t, labels, self.args.alpha, self.args.temperature, self.loss_fn, IGNORE_INDEX)
 
     # -- precomputed teacher logits --------------------------------------------------------------------------
     def _set_signature_columns_if_needed(self) -> None:

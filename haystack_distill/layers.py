@@ -87,6 +87,11 @@ def _layer_list(model: nn.Module) -> tuple:
     )
 
 
+def encoder_layers(model: nn.Module) -> nn.ModuleList:
+    """The ``nn.ModuleList`` of transformer layers of a transformers model."""
+    return _layer_list(model)[2]
+
+
 def count_layers(model: nn.Module) -> int:
     """Number of transformer layers of a transformers model."""
     return len(_layer_list(model)[2])

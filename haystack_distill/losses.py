@@ -20,7 +20,7 @@ Example:
 from __future__ import annotations
 
 import inspect
-from typing import Callable, Optional, Union
+from typing import Callable, Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -319,3 +319,44 @@ class EmbeddingCosineLoss(nn.Module):
 
     def forward(self, student_embeddings: Tensor, teacher_embeddings: Tensor) -> Tensor:
         return embedding_cosine(student_embeddings, teacher_embeddings)
+
+
+def match_heads(student_attention: Tensor, teacher_attention: Tensor) -> Tuple[Tensor, Tensor]:
+    """Average over heads (dim 1) when the head counts differ, so any student can learn from any teacher."""
+    if student_attention.shape[1] == teacher_attention.shape[1]:
+        return student_attention, teacher_attention
+    return student_attention.mean(1, keepdim=True), teacher_attention.mean(1, keepdim=True)
+
+
+def _pair_mask(mask: Optional[Tensor], attention: Tensor) -> Tensor:
+    """``[B, 1, S, S]`` mask of valid (query, key) pairs from a ``[B, S]`` token mask."""
+    if mask is None:
+        return torch.ones_like(attention, dtype=torch.bool)
+    token = mask.to(torch.bool)
+    return (token[:, None, :, None] & token[:, None, None, :]).expand_as(attention)
+
+
+def attention_score_mse(student_scores: Tensor, teacher_scores: Tensor, mask: Optional[Tensor] = None) -> Tensor:
+    """TinyBERT's attention loss: MSE of pre-softmax scores ``[B, H, S, S]`` over valid (query, key) pairs.
+
+    Head counts may differ (both sides are then head-averaged); ``mask`` is the ``[B, S]`` padding mask.
+    """
+    student_scores, teacher_scores = match_heads(student_scores, teacher_scores)
+    return logit_mse(student_scores, teacher_scores, _pair_mask(mask, student_scores))
+
+
+def attention_kl(student_probs: Tensor, teacher_probs: Tensor, mask: Optional[Tensor] = None,
+                 temperature: float = 1.0) -> Tensor:
+    """KL(teacher || student) between attention distributions ``[B, H, S, S]`` (rows sum to 1 over keys),
+    averaged over valid query rows and heads; padding keys and queries are excluded. Heads may differ.
+    """
+    _check_temperature(temperature)
+    student_probs, teacher_probs = match_heads(student_probs, teacher_probs)
+    valid = _pair_mask(mask, student_probs)
+    tiny = torch.finfo(student_probs.dtype).tiny
+    log_s = _masked_log_softmax(student_probs.clamp_min(tiny).log() / temperature, valid)
+    log_t = _masked_log_softmax(teacher_probs.detach().clamp_min(tiny).log() / temperature, valid)
+    p_t = torch.where(valid, log_t.exp(), torch.zeros_like(log_t))
+    per_row = (p_t * (log_t - log_s)).sum(-1)
+    rows = valid.any(-1)
+    return per_row.sum() / rows.sum().clamp_min(1) * temperature**2

@@ -76,6 +76,25 @@ def world() -> tuple:
     return 0, 1
 
 
+def ensure_distributed() -> tuple:
+    """Join the process group when launched by ``torchrun`` (``WORLD_SIZE`` > 1) and not yet joined.
+
+    Uses NCCL with CUDA, gloo otherwise; returns ``(rank, world_size)``.
+    """
+    import os
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and dist.is_available() and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
+        logger.info("joined torch.distributed: rank %d of %d", dist.get_rank(), dist.get_world_size())
+    return world()
+
+
+def barrier() -> None:
+    """Wait for all ranks (no-op in a single process)."""
+    if world()[1] > 1:
+        dist.barrier()
+
+
 def is_main_process() -> bool:
     """True on rank 0 (or without torch.distributed): only it writes outputs."""
     return world()[0] == 0
@@ -317,8 +336,7 @@ def train(
                 if rank == 0:
                     save_checkpoint(Path(config.checkpoint_dir), modules, optimizer, scheduler,
                                     progress, config.run_fields, config.checkpoints_to_keep)
-                if world_size > 1:
-                    dist.barrier()
+                barrier()
             if eval_fn and config.evaluate_every and progress["global_step"] % config.evaluate_every == 0:
                 metrics = eval_fn()
                 logger.info("step %d: %s", progress["global_step"], metrics)

@@ -16,7 +16,7 @@ from ..losses import validate_distillation_loss
 from ..squad import iter_paragraphs, load_squad, validate_squad_file
 from ..teacher_cache import cached_outputs, fingerprint_file, fingerprint_module
 from ..tokenizers import check_tokenizer_compatibility, tokenizer_fingerprint
-from ..training import is_main_process
+from ..training import barrier, is_main_process, world
 
 logger = logging.getLogger(__name__)
 
@@ -80,12 +80,16 @@ def check_pair(teacher: Any, student: Any, max_seq_len: int) -> None:
 
 
 def resolve_device(use_gpu: Optional[bool], devices: Optional[Sequence[Any]]) -> torch.device:
-    """``devices[0]`` if given, else CUDA when allowed and present, else CPU."""
+    """``devices[0]`` if given, else CUDA when allowed and present (``cuda:LOCAL_RANK`` under torchrun), else CPU."""
+    import os
+
     if use_gpu is False:
         return torch.device("cpu")
     if devices:
         return torch.device(devices[0])
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if torch.cuda.is_available():
+        return torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}")
+    return torch.device("cpu")
 
 
 def build_processor(reader: Any, max_seq_len: int, doc_stride: int, max_query_length: int, data_dir: Any = None):
@@ -117,6 +121,35 @@ def featurize(processor: Any, paragraphs: List[Dict[str, Any]], chunk: int = 256
         raise ValueError("the training file produced no features (no question could be tokenized with its answer); "
                          "check max_seq_len, max_query_length and the answers.")
     return {name: torch.cat(tensors) for name, tensors in parts.items()}
+
+
+def cached_features(processor: Any, paragraphs: List[Dict[str, Any]], caching: bool, cache_path: Path,
+                    ) -> Dict[str, torch.Tensor]:
+    """:func:`featurize`, stored as safetensors under ``cache_path/features`` when ``caching`` (keyed by the
+    tokenizer, sequence settings and the paragraphs themselves)."""
+    if not caching:
+        return featurize(processor, paragraphs)
+    import hashlib
+    import json
+
+    from safetensors.torch import load_file, save_file
+
+    from ..teacher_cache import cache_key
+
+    key = {"tokenizer": tokenizer_fingerprint(processor.tokenizer), "max_seq_len": processor.max_seq_len,
+           "doc_stride": processor.doc_stride, "max_query_length": processor.max_query_length,
+           "data": hashlib.sha256(json.dumps(paragraphs, sort_keys=True).encode()).hexdigest()}
+    path = Path(cache_path) / "features" / f"{cache_key(key)}.safetensors"
+    if path.is_file():
+        logger.info("reusing tokenized features from %s", path)
+        return load_file(str(path))
+    features = featurize(processor, paragraphs)
+    if is_main_process():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        save_file({k: v.contiguous() for k, v in features.items()}, str(tmp))
+        tmp.replace(path)
+    return features
 
 
 def split_paragraphs(paragraphs: List[Dict[str, Any]], dev_split: float, seed: int) -> Tuple[list, list]:
@@ -170,6 +203,10 @@ def teacher_span_logits(teacher: Any, features: Dict[str, torch.Tensor], batch_s
             yield logits.float().cpu().numpy()
 
     started = time.perf_counter()
+    if world()[1] > 1:  # rank 0 computes into the shared cache folder, the other ranks then read it
+        if is_main_process():
+            cached_outputs(cache_dir, key, n_rows, (seq_len, 2), produce)
+        barrier()
     out = cached_outputs(cache_dir, key, n_rows, (seq_len, 2), produce)
     logger.info("teacher logits ready in %.1f s (%.1f MB fp16 on disk)", time.perf_counter() - started,
                 out.nbytes / 2**20)

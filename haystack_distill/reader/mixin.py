@@ -21,6 +21,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Union
 
+from .intermediate import distil_intermediate_layers
 from .prediction import distil_prediction_layer
 
 LossArg = Union[str, Callable[..., Any]]
@@ -118,6 +119,106 @@ class DistillationMixin:
             early_stopping=early_stopping, seed=seed, kd_mask=kd_mask, resume=resume, doc_stride=doc_stride,
             max_query_length=max_query_length, show_progress=show_progress,
         )
+
+    def distil_intermediate_layers_from(
+        self,
+        teacher_model: Any,
+        data_dir: str,
+        train_filename: str,
+        dev_filename: Optional[str] = None,
+        test_filename: Optional[str] = None,
+        use_gpu: Optional[bool] = None,
+        devices: Optional[List[Any]] = None,
+        batch_size: int = 10,
+        teacher_batch_size: Optional[int] = None,
+        n_epochs: int = 5,
+        learning_rate: float = 5e-5,
+        max_seq_len: Optional[int] = None,
+        warmup_proportion: float = 0.2,
+        dev_split: float = 0,
+        evaluate_every: int = 300,
+        save_dir: Optional[str] = None,
+        num_processes: Optional[int] = None,
+        use_amp: bool = False,
+        checkpoint_root_dir: Path = Path("model_checkpoints"),
+        checkpoint_every: Optional[int] = None,
+        checkpoints_to_keep: int = 3,
+        caching: bool = False,
+        cache_path: Path = Path("cache/data_silo"),
+        distillation_loss: LossArg = "mse",
+        distillation_loss_weight: float = 0.5,
+        temperature: float = 1.0,
+        processor: Optional[Any] = None,
+        grad_acc_steps: int = 1,
+        early_stopping: Optional[Any] = None,
+        *,
+        seed: int = 42,
+        layer_mapping: Union[str, Dict[int, int]] = "uniform",
+        embedding_weight: float = 1.0,
+        hidden_weight: float = 1.0,
+        attention_weight: float = 1.0,
+        attention_loss: str = "scores",
+        kd_mask: str = "span",
+        resume: Union[bool, str] = False,
+        doc_stride: Optional[int] = None,
+        max_query_length: Optional[int] = None,
+        show_progress: bool = True,
+    ) -> Dict[str, Any]:
+        """TinyBERT stage 1: match the teacher's embeddings, hidden states and attention, layer by layer.
+
+        Works for any student shape: fewer layers (``layer_mapping``), a smaller width (trained projections, saved
+        as ``projections.safetensors``) and fewer heads (head-averaged attention). The loss is
+        ``(1 - w) * intermediate + w * span_KD`` with ``w = distillation_loss_weight`` and the span KD using
+        ``distillation_loss`` at ``temperature`` (pass ``distillation_loss_weight=0`` for pure stage 1).
+        The teacher runs online in chunks of ``teacher_batch_size``. farm-haystack 1.26.4 accepted and ignored
+        these four arguments, never trained its projections and compared post-softmax attention unmasked.
+
+        Keyword-only extras:
+            layer_mapping: ``"uniform"`` (TinyBERT: student layer i <- last teacher layer of block i),
+                ``"last"`` (the top teacher layers) or an explicit ``{student_layer: teacher_layer}`` dict (0-based).
+            embedding_weight, hidden_weight, attention_weight: weights of the three intermediate terms.
+            attention_loss: ``"scores"`` (MSE of masked pre-softmax scores), ``"kl"`` (KL of attention
+                distributions; needs eager attention) or ``"none"``.
+            seed, kd_mask, resume, doc_stride, max_query_length: as in :meth:`distil_prediction_layer_from`
+                (checkpoints go to ``checkpoint_root_dir/intermediate_layers``).
+
+        Returns the same metrics dict as :meth:`distil_prediction_layer_from`, plus the last value of each term.
+        """
+        return distil_intermediate_layers(
+            self, teacher_model, data_dir=data_dir, train_filename=train_filename, dev_filename=dev_filename,
+            test_filename=test_filename, use_gpu=use_gpu, devices=devices, batch_size=batch_size,
+            teacher_batch_size=teacher_batch_size, n_epochs=n_epochs, learning_rate=learning_rate,
+            max_seq_len=max_seq_len, warmup_proportion=warmup_proportion, dev_split=dev_split,
+            evaluate_every=evaluate_every, save_dir=save_dir, use_amp=use_amp,
+            checkpoint_root_dir=checkpoint_root_dir, checkpoint_every=checkpoint_every,
+            checkpoints_to_keep=checkpoints_to_keep, caching=caching, cache_path=cache_path,
+            distillation_loss=distillation_loss, distillation_loss_weight=distillation_loss_weight,
+            temperature=temperature, processor=processor, grad_acc_steps=grad_acc_steps,
+            early_stopping=early_stopping, seed=seed, layer_mapping=layer_mapping,
+            embedding_weight=embedding_weight, hidden_weight=hidden_weight, attention_weight=attention_weight,
+            attention_loss=attention_loss, kd_mask=kd_mask, resume=resume, doc_stride=doc_stride,
+            max_query_length=max_query_length, show_progress=show_progress,
+        )
+
+    def distil_tinybert_from(self, teacher_model: Any, data_dir: str, train_filename: str, save_dir: str, *,
+                             augmented_train_filename: Optional[str] = None, dev_filename: Optional[str] = None,
+                             intermediate: Optional[Dict[str, Any]] = None,
+                             prediction: Optional[Dict[str, Any]] = None) -> Dict[str, Dict[str, Any]]:
+        """The full TinyBERT recipe in one call: stage 1 (intermediate layers, on the augmented file when given)
+        saved to ``save_dir/stage1_intermediate``, then stage 2 (prediction layer, on the original file) saved to
+        ``save_dir/stage2_prediction``. ``intermediate``/``prediction`` hold extra keyword arguments per stage.
+
+        Example:
+            >>> student.distil_tinybert_from(teacher, "data", "train.json", "models/tiny",
+            ...     augmented_train_filename="train_aug.json", dev_filename="dev.json")  # doctest: +SKIP
+        """
+        stage1 = self.distil_intermediate_layers_from(
+            teacher_model, data_dir=data_dir, train_filename=augmented_train_filename or train_filename,
+            save_dir=str(Path(save_dir) / "stage1_intermediate"), **(intermediate or {}))
+        stage2 = self.distil_prediction_layer_from(
+            teacher_model, data_dir=data_dir, train_filename=train_filename, dev_filename=dev_filename,
+            save_dir=str(Path(save_dir) / "stage2_prediction"), **(prediction or {}))
+        return {"intermediate": stage1, "prediction": stage2}
 
     def train_reader(self, data_dir: str, train_filename: str, dev_filename: Optional[str] = None, *,
                      batch_size: int = 10, n_epochs: int = 2, learning_rate: float = 1e-5,

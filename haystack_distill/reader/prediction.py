@@ -19,7 +19,7 @@ from typing import Any, Dict, Optional, Union
 from torch import Tensor
 
 from ..losses import DistillationLoss, combine_losses, span_kd_loss
-from ..training import TrainConfig, config_fields, train
+from ..training import TrainConfig, config_fields, ensure_distributed, train, world
 from . import common
 
 logger = logging.getLogger(__name__)
@@ -62,8 +62,12 @@ def distil_prediction_layer(student: Any, teacher: Optional[Any], *, data_dir: s
                             grad_acc_steps: int, early_stopping: Any, seed: int = 42, kd_mask: str = "span",
                             resume: Union[bool, str] = False, doc_stride: Optional[int] = None,
                             max_query_length: Optional[int] = None, show_progress: bool = True) -> Dict[str, Any]:
-    """Run the stage; see :meth:`DistillationMixin.distil_prediction_layer_from` for the arguments."""
+    """Run the stage (joining torch.distributed first when launched by torchrun).
+
+    See :meth:`DistillationMixin.distil_prediction_layer_from` for the arguments.
+    """
     fine_tune_only = teacher is None
+    ensure_distributed()
     common.validate_hyperparameters(temperature, distillation_loss_weight, distillation_loss, batch_size, n_epochs,
                                     grad_acc_steps, kd_mask)
     train_path = common.data_path(data_dir, train_filename)
@@ -80,7 +84,7 @@ def distil_prediction_layer(student: Any, teacher: Optional[Any], *, data_dir: s
     train_paras, dev_paras = (paragraphs, common.read_paragraphs(dev_path)) if dev_path else \
         common.split_paragraphs(paragraphs, dev_split, seed)
     processor = processor or common.build_processor(student, max_seq_len, doc_stride, max_query_length, data_dir)
-    features = common.featurize(processor, train_paras)
+    features = common.cached_features(processor, train_paras, caching, cache_path)
     logger.info("%d training features from %d paragraphs", len(features["input_ids"]), len(train_paras))
 
     timings: Dict[str, float] = {}
@@ -89,7 +93,8 @@ def distil_prediction_layer(student: Any, teacher: Optional[Any], *, data_dir: s
             started = time.perf_counter()
             key = common.teacher_key(teacher, student, train_path, max_seq_len, doc_stride, max_query_length,
                                      {"dev_split": dev_split, "seed": seed if dev_split else None})
-            cache_dir = Path(cache_path) / "teacher_outputs" if caching else Path(scratch)
+            shared = caching or world()[1] > 1  # under torchrun the ranks share one cache folder
+            cache_dir = Path(cache_path) / "teacher_outputs" if shared else Path(scratch)
             features["teacher_logits"] = common.teacher_span_logits(
                 teacher, features, teacher_batch_size or batch_size, device, cache_dir, key, use_amp)
             timings["teacher_seconds"] = time.perf_counter() - started
@@ -111,7 +116,8 @@ def distil_prediction_layer(student: Any, teacher: Optional[Any], *, data_dir: s
                        early_stopping=early_stopping)
         timings["train_seconds"] = time.perf_counter() - started
     return finish(student, save_path, result, timings, dev_paras, test_path,
-                  {"stage": "prediction_layer", **{k: str(v) for k, v in config.run_fields.items()}})
+                  {"stage": "prediction_layer", "world_size": world()[1],
+                   **{k: str(v) for k, v in config.run_fields.items()}})
 
 
 def finish(student: Any, save_path: Path, result: Any, timings: Dict[str, float], dev_paras: list,

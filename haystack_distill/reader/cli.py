@@ -1,0 +1,47 @@
+"""``haystack-distill distil-reader``: prediction-layer distillation of a Haystack reader from the terminal."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+
+def _handler(args: argparse.Namespace) -> int:
+    from . import DistillableFARMReader
+
+    kw = dict(use_gpu=not args.cpu, max_seq_len=args.max_seq_len, doc_stride=args.doc_stride, progress_bar=False)
+    teacher = DistillableFARMReader(args.teacher, **kw)
+    student = DistillableFARMReader(args.student, **kw)
+    metrics = student.distil_prediction_layer_from(
+        teacher, data_dir=args.data_dir, train_filename=args.train_filename, dev_filename=args.dev_filename,
+        batch_size=args.batch_size, n_epochs=args.epochs, learning_rate=args.learning_rate, save_dir=args.save_dir,
+        distillation_loss=args.loss, distillation_loss_weight=args.weight, temperature=args.temperature,
+        caching=args.caching, seed=args.seed, resume=args.resume, checkpoint_every=args.checkpoint_every)
+    print(json.dumps(metrics, indent=2, default=str))
+    return 0
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``distil-reader`` sub-command."""
+    p = subparsers.add_parser("distil-reader", help="prediction-layer KD of a FARMReader (teacher -> student)")
+    p.add_argument("--teacher", required=True, help="fine-tuned teacher reader (Haystack or transformers folder)")
+    p.add_argument("--student", required=True, help="student model folder (same tokenizer as the teacher)")
+    p.add_argument("--data-dir", required=True)
+    p.add_argument("--train-filename", required=True)
+    p.add_argument("--dev-filename")
+    p.add_argument("--save-dir", required=True)
+    p.add_argument("--batch-size", type=int, default=10)
+    p.add_argument("--epochs", type=int, default=2)
+    p.add_argument("--learning-rate", type=float, default=3e-5)
+    p.add_argument("--loss", default="kl_div", choices=["kl_div", "mse", "soft_ce"])
+    p.add_argument("--weight", type=float, default=0.5, help="distillation_loss_weight in [0, 1]")
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--max-seq-len", type=int, default=256)
+    p.add_argument("--doc-stride", type=int, default=128)
+    p.add_argument("--caching", action="store_true", help="keep teacher logits on disk for later runs")
+    p.add_argument("--checkpoint-every", type=int)
+    p.add_argument("--resume", action="store_true")
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--cpu", action="store_true", help="never use a GPU")
+    p.set_defaults(func=_handler)
