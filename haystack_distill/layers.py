@@ -14,6 +14,7 @@ Example:
 from __future__ import annotations
 
 import copy
+import math
 from typing import Dict, List, Union
 
 from torch import nn
@@ -32,7 +33,7 @@ def uniform_layer_indices(n_teacher: int, n_student: int) -> List[int]:
             f"and {n_teacher} teacher layers; pass an explicit {{student_layer: teacher_layer}} dict (teacher layers "
             "may repeat) or use a deeper teacher."
         )
-    return [round((i + 1) * n_teacher / n_student) - 1 for i in range(n_student)]
+    return [math.floor((i + 1) * n_teacher / n_student + 0.5) - 1 for i in range(n_student)]  # round half up
 
 
 def spread_layer_indices(n_layers: int, keep: int) -> List[int]:

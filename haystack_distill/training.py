@@ -230,10 +230,11 @@ def _average_gradients(params: List[Tensor]) -> None:
     rank_world = world()
     if rank_world[1] == 1:
         return
-    for param in params:
-        if param.grad is not None:
-            dist.all_reduce(param.grad, op=dist.ReduceOp.SUM)
-            param.grad /= rank_world[1]
+    for param in params:  # every rank reduces every parameter, so the collective calls always match
+        if param.grad is None:
+            param.grad = torch.zeros_like(param)
+        dist.all_reduce(param.grad, op=dist.ReduceOp.SUM)
+        param.grad /= rank_world[1]
 
 
 class _EarlyStopper:
@@ -312,11 +313,14 @@ def train(
             model_.train()
         for b_idx in range(start, batches_per_epoch):
             global_idx = order[b_idx * config.batch_size : (b_idx + 1) * config.batch_size]
-            batch = _collate(dataset, global_idx[rank::world_size], config.device)
-            with torch.autocast("cuda", enabled=amp):
-                loss = loss_fn(batch) / config.grad_acc_steps
-            (scaler.scale(loss) if scaler else loss).backward()
-            last_loss = float(loss.detach()) * config.grad_acc_steps
+            local_idx = global_idx[rank::world_size]
+            if len(local_idx):
+                # weight each rank's mean loss by its share of the global batch: gradients then average exactly
+                share = len(local_idx) * world_size / len(global_idx)
+                with torch.autocast("cuda", enabled=amp):
+                    loss = loss_fn(_collate(dataset, local_idx, config.device)) * share / config.grad_acc_steps
+                (scaler.scale(loss) if scaler else loss).backward()
+                last_loss = float(loss.detach()) * config.grad_acc_steps / share
             if (b_idx + 1) % config.grad_acc_steps and b_idx + 1 != batches_per_epoch:
                 continue
             _average_gradients(params)
