@@ -375,14 +375,16 @@ class DistillationTrainer(Trainer):
 
     Example:
         >>> import tempfile
+        >>> tmp = tempfile.TemporaryDirectory()
         >>> from transformers import BertConfig, BertForSequenceClassification
         >>> cfg = BertConfig(vocab_size=30, hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
         ...                  intermediate_size=16, num_labels=2)
         >>> teacher, student = BertForSequenceClassification(cfg), BertForSequenceClassification(cfg)
-        >>> args = DistillationTrainingArguments(output_dir=tempfile.mkdtemp(), report_to="none", use_cpu=True)
+        >>> args = DistillationTrainingArguments(output_dir=tmp.name, report_to="none", use_cpu=True)
         >>> trainer = DistillationTrainer(student, args, teacher_model=teacher)
         >>> trainer.teacher.training, any(p.requires_grad for p in trainer.teacher.parameters())
         (False, False)
+        >>> tmp.cleanup()
     """
 
     def __init__(
@@ -424,6 +426,9 @@ class DistillationTrainer(Trainer):
             )
         check_alpha_temperature(args.alpha, args.temperature)  # fields may have been changed after __init__
         validate_distillation_loss(args.distillation_loss)
+        if args.label_smoothing_factor:
+            logger.warning("label_smoothing_factor=%s is ignored by DistillationTrainer: the teacher's soft targets "
+                           "replace it (lower alpha to lean on them more).", args.label_smoothing_factor)
         return args
 
     @staticmethod
@@ -621,6 +626,7 @@ class DistillationTrainer(Trainer):
     def _teacher_rows(self, dataset: Any) -> Iterator[np.ndarray]:
         device = self.args.device
         loader = self._teacher_loader(dataset)
-        for batch in tqdm(loader, desc="teacher logits", disable=not self.is_local_process_zero()):
+        quiet = self.args.disable_tqdm or not self.is_local_process_zero()
+        for batch in tqdm(loader, desc="teacher logits", disable=quiet):
             batch = {k: v.to(device) if isinstance(v, Tensor) else v for k, v in batch.items()}
             yield _batch_rows(self._teacher_forward(batch, device), batch.get("attention_mask"))

@@ -7,7 +7,8 @@ Pure PyTorch, no Haystack import. Every loss exists as a function (``kd_kl_div``
   ``True`` marks valid positions. Masked positions never enter a softmax and contribute nothing.
 * Soft-target losses (KL, soft cross-entropy) are computed at temperature ``T`` and multiplied by
   ``T**2`` (Hinton et al., 2015) so that gradients keep their scale when ``T`` changes.
-* Reductions average over rows (``batchmean``): every leading dimension is a row.
+* Reductions average over rows (``batchmean``): every leading dimension is a row; rows whose entries are all
+  masked (e.g. ignored tokens) are left out of the average.
 
 Example:
     >>> import torch
@@ -53,8 +54,9 @@ def _masked_log_softmax(logits: Tensor, valid: Tensor) -> Tensor:
     return torch.where(valid, F.log_softmax(filled, dim=-1), torch.zeros_like(logits))
 
 
-def _rows(logits: Tensor) -> int:
-    return max(1, logits.numel() // max(1, logits.shape[-1]))
+def _rows(valid: Tensor) -> Tensor:
+    """Number of rows with at least one valid entry (fully masked rows, e.g. ignored tokens, do not count)."""
+    return valid.any(-1).sum().clamp_min(1)
 
 
 def kd_kl_div(
@@ -80,7 +82,7 @@ def kd_kl_div(
     log_p_t = _masked_log_softmax(teacher_logits.detach() / temperature, valid)
     p_t = torch.where(valid, log_p_t.exp(), torch.zeros_like(log_p_t))
     per_class = p_t * (log_p_t - log_p_s)
-    return per_class.sum() / _rows(student_logits) * temperature**2
+    return per_class.sum() / _rows(valid) * temperature**2
 
 
 def soft_cross_entropy(
@@ -95,7 +97,7 @@ def soft_cross_entropy(
     log_p_s = _masked_log_softmax(student_logits / temperature, valid)
     log_p_t = _masked_log_softmax(teacher_logits.detach() / temperature, valid)
     p_t = torch.where(valid, log_p_t.exp(), torch.zeros_like(log_p_t))
-    return -(p_t * log_p_s).sum() / _rows(student_logits) * temperature**2
+    return -(p_t * log_p_s).sum() / _rows(valid) * temperature**2
 
 
 def logit_mse(student_logits: Tensor, teacher_logits: Tensor, mask: Optional[Tensor] = None) -> Tensor:

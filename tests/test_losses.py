@@ -150,3 +150,11 @@ def test_gradients_flow_only_to_student():
     losses.span_kd_loss(s, t, torch.ones(2, 4, dtype=torch.bool)).backward()
     assert s.grad is not None and s.grad.abs().sum() > 0
     assert t.grad is None
+
+
+def test_fully_masked_rows_are_left_out_of_the_average():
+    torch.manual_seed(5)
+    s, t = torch.randn(3, 4), torch.randn(3, 4)
+    row_mask = torch.tensor([True, False, True])
+    got = losses.kd_kl_div(s, t, 2.0, row_mask)
+    assert got.item() == pytest.approx(losses.kd_kl_div(s[row_mask], t[row_mask], 2.0).item(), rel=1e-6)
