@@ -22,7 +22,8 @@ logger = logging.getLogger(__name__)
 
 RUN_MARKER = "distillation.json"
 KD_MASKS = ("span", "padding", "none")
-FEATURE_TENSORS = ("input_ids", "padding_mask", "segment_ids", "labels", "span_mask")
+FEATURE_TENSORS = ("input_ids", "padding_mask", "segment_ids", "labels", "span_mask", "id", "passage_start_t",
+                   "seq_2_start_t")
 
 
 def validate_hyperparameters(temperature: float, weight: float, loss: Any, batch_size: int, n_epochs: int,

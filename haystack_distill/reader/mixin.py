@@ -71,6 +71,7 @@ class DistillationMixin:
         doc_stride: Optional[int] = None,
         max_query_length: Optional[int] = None,
         show_progress: bool = True,
+        tokenizer_alignment: Optional[str] = None,
     ) -> Dict[str, Any]:
         """Train this reader (the student) to match ``teacher_model``'s start/end distributions and the labels.
 
@@ -101,6 +102,9 @@ class DistillationMixin:
             resume: ``True`` to continue from the newest checkpoint, or a checkpoint path; refuses a checkpoint of
                 a different run.
             doc_stride, max_query_length: default to the reader's own values.
+            tokenizer_alignment: ``"offsets"`` lets teacher and student use different tokenizers: the teacher reads
+                its own tokenization of each student window and its start/end distributions are moved onto the
+                student's tokens through character offsets (see :mod:`haystack_distill.alignment`).
 
         Returns:
             dict with ``loss``, ``global_step``, ``teacher_seconds``, ``train_seconds``, ``save_dir`` and, given
@@ -117,7 +121,7 @@ class DistillationMixin:
             distillation_loss_weight=distillation_loss_weight, distillation_loss=distillation_loss,
             temperature=temperature, processor=processor, grad_acc_steps=grad_acc_steps,
             early_stopping=early_stopping, seed=seed, kd_mask=kd_mask, resume=resume, doc_stride=doc_stride,
-            max_query_length=max_query_length, show_progress=show_progress,
+            max_query_length=max_query_length, show_progress=show_progress, tokenizer_alignment=tokenizer_alignment,
         )
 
     def distil_intermediate_layers_from(

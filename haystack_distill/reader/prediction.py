@@ -61,7 +61,8 @@ def distil_prediction_layer(student: Any, teacher: Optional[Any], *, data_dir: s
                             distillation_loss: DistillationLoss, temperature: float, processor: Any,
                             grad_acc_steps: int, early_stopping: Any, seed: int = 42, kd_mask: str = "span",
                             resume: Union[bool, str] = False, doc_stride: Optional[int] = None,
-                            max_query_length: Optional[int] = None, show_progress: bool = True) -> Dict[str, Any]:
+                            max_query_length: Optional[int] = None, show_progress: bool = True,
+                            tokenizer_alignment: Optional[str] = None) -> Dict[str, Any]:
     """Run the stage (joining torch.distributed first when launched by torchrun).
 
     See :meth:`DistillationMixin.distil_prediction_layer_from` for the arguments.
@@ -76,8 +77,12 @@ def distil_prediction_layer(student: Any, teacher: Optional[Any], *, data_dir: s
     max_seq_len = max_seq_len or student.max_seq_len
     doc_stride = doc_stride or student.doc_stride
     max_query_length = max_query_length or student.max_query_length
-    if not fine_tune_only:
+    if not fine_tune_only and tokenizer_alignment is None:
         common.check_pair(teacher, student, max_seq_len)
+    elif not fine_tune_only:
+        from .cross_tokenizer import check_alignable
+
+        check_alignable(teacher, student, tokenizer_alignment)
     device = common.resolve_device(use_gpu, devices)
 
     paragraphs = common.read_paragraphs(train_path)
@@ -95,8 +100,15 @@ def distil_prediction_layer(student: Any, teacher: Optional[Any], *, data_dir: s
                                      {"dev_split": dev_split, "seed": seed if dev_split else None})
             shared = caching or world()[1] > 1  # under torchrun the ranks share one cache folder
             cache_dir = Path(cache_path) / "teacher_outputs" if shared else Path(scratch)
-            features["teacher_logits"] = common.teacher_span_logits(
-                teacher, features, teacher_batch_size or batch_size, device, cache_dir, key, use_amp)
+            if tokenizer_alignment is None:
+                features["teacher_logits"] = common.teacher_span_logits(
+                    teacher, features, teacher_batch_size or batch_size, device, cache_dir, key, use_amp)
+            else:
+                from .cross_tokenizer import aligned_teacher_logits
+
+                features["teacher_logits"] = aligned_teacher_logits(
+                    teacher, student, features, train_paras, teacher_batch_size or batch_size, device, cache_dir,
+                    {**key, "alignment": tokenizer_alignment})
             timings["teacher_seconds"] = time.perf_counter() - started
         model = student.inferencer.model.to(device)
         common.freeze_confidence_temperature(model)
