@@ -48,6 +48,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--epochs", type=int, default=1)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=1e-4, help="learning rate")
+    p.add_argument("--freeze-word-embeddings", action="store_true",
+                   help="keep the token-embedding matrix fixed (much less optimizer work on a CPU)")
     p.add_argument("--pca-dim", type=int, help="then append a PCA head reducing embeddings to this size")
     p.add_argument("--cache-dir", help="teacher-embedding cache (default ~/.cache/haystack_distill)")
     p.add_argument("--seed", type=int, default=42)
@@ -113,7 +115,7 @@ def _distil(args: argparse.Namespace) -> int:
     metrics: Dict[str, Any] = distil_embeddings_from(
         student, teacher, sentences, loss=args.loss, epochs=args.epochs, batch_size=args.batch_size,
         learning_rate=args.lr, dev_sts=dev, evaluation_steps=args.evaluation_steps, cache_dir=args.cache_dir,
-        seed=args.seed)
+        freeze_word_embeddings=args.freeze_word_embeddings, seed=args.seed)
     metrics["teacher_path"] = str(args.teacher)
     if args.pca_dim is not None:
         from haystack_distill.embeddings.pca import reduce_dimensions

@@ -84,7 +84,9 @@ def check_sentence_transformer_path(path: PathLike) -> Path:
 
 
 def load_sentence_transformer(path: PathLike, device: Optional[str] = None) -> SentenceTransformer:
-    """Load a local sentence-transformers folder; re-applies int8 quantization if it was saved quantized.
+    """Load a local sentence-transformers folder; re-applies int8 quantization (CPU) if it was saved quantized.
+
+    ``device`` defaults to sentence-transformers' choice (CUDA if available, else CPU).
 
     Raises :class:`FileNotFoundError` or :class:`NotASentenceTransformerError` (naming what the folder holds)
     before any weights are read.
@@ -92,7 +94,7 @@ def load_sentence_transformer(path: PathLike, device: Optional[str] = None) -> S
     path = check_sentence_transformer_path(path)
     from sentence_transformers import SentenceTransformer
 
-    model = SentenceTransformer(str(path), device=device or "cpu")
+    model = SentenceTransformer(str(path), device=device)
     marker = path / QUANTIZATION_FILE
     if marker.is_file():
         from haystack_distill.embeddings.quantization import apply_saved_quantization
@@ -112,7 +114,7 @@ def sentence_transformer_from_transformers(path: PathLike, pooling: str = "mean"
         raise ValueError(f"pooling={pooling!r}: use 'mean', 'cls' or 'max'.")
     transformer = models.Transformer(str(path))
     pool = models.Pooling(transformer.get_word_embedding_dimension(), pooling_mode=pooling)
-    return SentenceTransformer(modules=[transformer, pool], device="cpu")
+    return SentenceTransformer(modules=[transformer, pool])
 
 
 def save_sentence_transformer(
