@@ -1,19 +1,29 @@
-"""The Haystack side: distillation methods for ``FARMReader`` (this package imports Haystack).
+"""The Haystack side: distillation methods for ``FARMReader``.
 
-- :class:`DistillationMixin` adds ``distil_prediction_layer_from`` (farm-haystack 1.26.4's signature, fixed).
+- :class:`DistillationMixin` adds ``distil_prediction_layer_from`` and ``distil_intermediate_layers_from``
+  (farm-haystack 1.26.4's signatures, fixed) and ``distil_tinybert_from``.
 - :class:`DistillableFARMReader` is ``FARMReader`` with the mixin.
 - :func:`make_distillable` gives an existing reader instance the mixin.
 - :func:`student_from_teacher` builds a smaller reader by keeping some of the teacher's layers.
+
+Names load on first use, so importing a submodule (e.g. the CLI) does not import Haystack.
 """
 
-from haystack.nodes import FARMReader
+from __future__ import annotations
 
-from .mixin import DistillationMixin, make_distillable
-from .students import student_from_teacher
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "DistillableFARMReader": "farm",
+    "DistillationMixin": "mixin",
+    "make_distillable": "mixin",
+    "student_from_teacher": "students",
+}
+__all__ = sorted(_EXPORTS)
 
 
-class DistillableFARMReader(DistillationMixin, FARMReader):
-    """A ``FARMReader`` with the distillation methods of :class:`DistillationMixin`."""
-
-
-__all__ = ["DistillableFARMReader", "DistillationMixin", "make_distillable", "student_from_teacher"]
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)

@@ -1,0 +1,268 @@
+"""Prediction-layer KD between readers with different tokenizers (``tokenizer_alignment="offsets"``).
+
+How one student training feature (a question and one ``doc_stride`` window of its context, as Haystack's
+``SquadProcessor`` cut it with the *student's* tokenizer) gets its teacher targets:
+
+1. The window's characters: the student tokenizes the whole context without special tokens, exactly as
+   Haystack's ``tokenize_batch_question_answering`` does; the feature's ``passage_start_t`` and its number of
+   passage tokens pick the window's tokens, whose offsets give the character span ``[w0, w1)``.
+2. The teacher reads ``(question, context[w0:w1])`` in its own tokenization, built as Haystack builds its
+   inputs (question cut to the teacher reader's ``max_query_length`` tokens, special tokens from its
+   tokenizer). Only the context is truncated, to the teacher reader's ``max_seq_len``; characters of a
+   truncated tail get no teacher mass (the teacher never saw them). Windows are therefore matched one to one:
+   the teacher never sees another stride of the document, so no mass falls outside the student's window.
+3. Teacher start/end probabilities: softmax over its no-answer position and context tokens only.
+4. :func:`haystack_distill.alignment.align_span_probs` moves them to the student's window tokens through the
+   original characters (gap characters: starts to the next token, ends to the previous one; no-answer to
+   no-answer). Different normalisation (casing, accents, byte-level BPE) does not matter: every offset points
+   into the original context.
+5. The row written is ``log p`` on the student's no-answer position (0) and window tokens, and
+   :data:`~haystack_distill.alignment.LOG_ZERO` (-1e4) elsewhere and wherever ``p == 0``. ``span_kd_loss``
+   then takes ``softmax(log p / T)`` over the student's ``span_mask``, i.e. the aligned distribution at T=1.
+
+Rows are computed once and cached fp16 on disk like the same-tokenizer path
+(:func:`haystack_distill.teacher_cache.cached_outputs`).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Sequence, Tuple
+
+import numpy as np
+import torch
+
+from ..alignment import LOG_ZERO, align_span_probs, log_probs
+from ..teacher_cache import cached_outputs
+from ..training import barrier, is_main_process, world
+
+logger = logging.getLogger(__name__)
+
+ALIGNMENTS = ("offsets",)
+#: Bump when the way rows are computed changes, so old caches are not reused.
+ALIGNMENT_VERSION = 1
+
+
+def _tokenizer(reader: Any) -> Any:
+    return reader.inferencer.processor.tokenizer
+
+
+def check_alignable(teacher: Any, student: Any, tokenizer_alignment: str) -> None:
+    """Raise before any data work unless ``tokenizer_alignment`` is known and both tokenizers give offsets.
+
+    Example:
+        >>> check_alignable(None, None, "words")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: tokenizer_alignment='words' is not supported; use one of ('offsets',) ...
+    """
+    if tokenizer_alignment not in ALIGNMENTS:
+        raise ValueError(f"tokenizer_alignment={tokenizer_alignment!r} is not supported; use one of {ALIGNMENTS} "
+                         "(or None for teacher and student sharing one tokenizer).")
+    if teacher is None:
+        raise ValueError("teacher_model is required: pass a FARMReader holding the fine-tuned teacher.")
+    for role, reader in (("teacher", teacher), ("student", student)):
+        tokenizer = _tokenizer(reader)
+        if not getattr(tokenizer, "is_fast", False):
+            raise ValueError(
+                f"tokenizer_alignment='offsets' needs character offsets, but the {role}'s tokenizer "
+                f"({type(tokenizer).__name__}) is a slow (Python) tokenizer without offset mappings; load the "
+                f"{role} with a fast tokenizer (use_fast=True, e.g. FARMReader(..., use_fast=True) or "
+                "AutoTokenizer.from_pretrained(path, use_fast=True)), converting it with the `tokenizers` "
+                "library if the model ships none.")
+
+
+@dataclass(frozen=True)
+class Special:
+    """Where a tokenizer puts its special tokens around ``(question, context)``: counts before, between, after."""
+
+    start: int
+    mid: int
+    end: int
+
+    @classmethod
+    def of(cls, tokenizer: Any) -> Special:
+        """Measured like Haystack's ``SquadProcessor._initialize_special_tokens_count``."""
+        ids = tokenizer.build_inputs_with_special_tokens([-1], [-2])
+        start, second = ids.index(-1), ids.index(-2)
+        return cls(start=start, mid=second - start - 1, end=len(ids) - second - 1)
+
+
+@dataclass
+class TeacherInput:
+    """One teacher sequence and where its context tokens sit, with their offsets in the original context."""
+
+    input_ids: List[int]
+    segment_ids: List[int]
+    context_start: int
+    context_offsets: np.ndarray
+
+
+def build_teacher_input(tokenizer: Any, special: Special, question: str, context: str, window: Tuple[int, int],
+                        max_seq_len: int, max_query_length: int) -> TeacherInput:
+    """The teacher's tokenization of ``(question, context[w0:w1])``, context truncated to ``max_seq_len``.
+
+    Offsets are shifted by ``w0`` so they point into ``context``, the original text.
+    """
+    w0, w1 = window
+    q_ids = tokenizer(question, add_special_tokens=False)["input_ids"][:max_query_length]
+    encoded = tokenizer(context[w0:w1], add_special_tokens=False, return_offsets_mapping=True)
+    room = max_seq_len - len(q_ids) - special.start - special.mid - special.end
+    if room < 1:
+        raise ValueError(f"the teacher's max_seq_len={max_seq_len} leaves no room for context after a "
+                         f"{len(q_ids)}-token question; raise the teacher reader's max_seq_len or lower its "
+                         "max_query_length.")
+    c_ids = encoded["input_ids"][:room]
+    offsets = np.asarray(encoded["offset_mapping"][:room], dtype=np.int64).reshape(-1, 2) + w0
+    return TeacherInput(input_ids=tokenizer.build_inputs_with_special_tokens(q_ids, c_ids),
+                        segment_ids=tokenizer.create_token_type_ids_from_sequences(q_ids, c_ids),
+                        context_start=special.start + len(q_ids) + special.mid, context_offsets=offsets)
+
+
+def teacher_span_probs(model: Any, inputs: Sequence[TeacherInput], special: Special, pad_id: int,
+                       device: torch.device) -> List[Tuple[np.ndarray, np.ndarray, Tuple[float, float]]]:
+    """Run the teacher on a batch; per input: start and end probabilities of its context tokens and no-answer.
+
+    The softmax covers only the no-answer position(s) (the ``special.start`` leading tokens) and the context.
+    """
+    length = max(len(x.input_ids) for x in inputs)
+    ids = torch.full((len(inputs), length), pad_id, dtype=torch.long)
+    segments = torch.zeros_like(ids)
+    padding = torch.zeros_like(ids)
+    valid = torch.zeros((len(inputs), length), dtype=torch.bool)
+    for row, x in enumerate(inputs):
+        ids[row, : len(x.input_ids)] = torch.tensor(x.input_ids)
+        segments[row, : len(x.segment_ids)] = torch.tensor(x.segment_ids)
+        padding[row, : len(x.input_ids)] = 1
+        valid[row, : special.start] = True
+        valid[row, x.context_start : x.context_start + len(x.context_offsets)] = True
+    with torch.inference_mode():
+        logits = model.forward(input_ids=ids.to(device), segment_ids=segments.to(device),
+                               padding_mask=padding.to(device))[0].float().cpu()
+    probs = torch.softmax(logits.masked_fill(~valid.unsqueeze(-1), float("-inf")), dim=1).numpy()
+    out = []
+    for row, x in enumerate(inputs):
+        span = probs[row, x.context_start : x.context_start + len(x.context_offsets)]
+        no_answer = probs[row, : special.start].sum(0)
+        out.append((span[:, 0], span[:, 1], (float(no_answer[0]), float(no_answer[1]))))
+    return out
+
+
+class StudentWindows:
+    """Character offsets of each feature's passage tokens, from the student's tokenization of whole contexts."""
+
+    def __init__(self, tokenizer: Any, paragraphs: List[Dict[str, Any]], features: Dict[str, torch.Tensor]) -> None:
+        self.tokenizer, self.paragraphs, self.features = tokenizer, paragraphs, features
+        self._docs: Dict[int, Tuple[List[int], np.ndarray]] = {}
+
+    def _document(self, p_idx: int) -> Tuple[List[int], np.ndarray]:
+        if p_idx not in self._docs:
+            encoded = self.tokenizer(self.paragraphs[p_idx]["context"], add_special_tokens=False,
+                                     return_offsets_mapping=True)
+            offsets = np.asarray(encoded["offset_mapping"], dtype=np.int64).reshape(-1, 2)
+            self._docs = {p_idx: (encoded["input_ids"], offsets)}  # features come paragraph by paragraph
+        return self._docs[p_idx]
+
+    def __call__(self, row: int) -> Tuple[str, str, int, np.ndarray]:
+        """``(question, context, seq_2_start_t, passage token offsets)`` of feature ``row``."""
+        f = self.features
+        p_idx, q_idx, _ = (int(v) for v in f["id"][row])
+        if not 0 <= p_idx < len(self.paragraphs):
+            raise ValueError(f"feature {row} points at paragraph {p_idx}, but {len(self.paragraphs)} paragraphs were "
+                             "passed; pass the paragraphs the features were made from, in the same order.")
+        paragraph = self.paragraphs[p_idx]
+        seq2, first = int(f["seq_2_start_t"][row]), int(f["passage_start_t"][row])
+        n_tokens = int(f["span_mask"][row, seq2:].sum())
+        doc_ids, doc_offsets = self._document(p_idx)
+        if list(doc_ids[first : first + n_tokens]) != f["input_ids"][row, seq2 : seq2 + n_tokens].tolist():
+            raise ValueError(f"feature {row}'s passage tokens differ from the student tokenizer's tokenization of "
+                             f"paragraph {p_idx}; the features must come from a SquadProcessor on the student's "
+                             "tokenizer and these paragraphs.")
+        question = paragraph["qas"][q_idx]["question"]
+        return question, paragraph["context"], seq2, doc_offsets[first : first + n_tokens]
+
+
+def _window(offsets: np.ndarray) -> Tuple[int, int]:
+    covering = offsets[offsets[:, 1] > offsets[:, 0]]
+    return (int(covering[0, 0]), int(covering[-1, 1])) if len(covering) else (0, 0)
+
+
+def feature_row(aligned: Any, seq2: int, seq_len: int) -> np.ndarray:
+    """``[seq_len, 2]`` log-probabilities: no-answer at 0, window tokens from ``seq2``, LOG_ZERO elsewhere."""
+    row = np.full((seq_len, 2), LOG_ZERO, dtype=np.float32)
+    row[0] = log_probs(aligned.no_answer)
+    n = len(aligned.start)
+    row[seq2 : seq2 + n, 0] = log_probs(aligned.start)
+    row[seq2 : seq2 + n, 1] = log_probs(aligned.end)
+    return row
+
+
+def _teacher_settings(teacher: Any) -> Tuple[int, int]:
+    processor = teacher.inferencer.processor
+    max_seq_len = getattr(teacher, "max_seq_len", None) or processor.max_seq_len
+    max_query_length = getattr(teacher, "max_query_length", None) or processor.max_query_length
+    return int(max_seq_len), int(max_query_length)
+
+
+def aligned_rows(teacher: Any, student: Any, features: Dict[str, torch.Tensor], paragraphs: List[Dict[str, Any]],
+                 batch_size: int, device: torch.device, show_progress: bool = True) -> Iterator[np.ndarray]:
+    """Yield ``[batch, student_seq_len, 2]`` aligned teacher log-probabilities, feature by feature in order."""
+    from tqdm.auto import tqdm
+
+    t_tok, model = _tokenizer(teacher), teacher.inferencer.model
+    special, (max_seq_len, max_query_length) = Special.of(t_tok), _teacher_settings(teacher)
+    windows = StudentWindows(_tokenizer(student), paragraphs, features)
+    n_rows, seq_len = features["input_ids"].shape
+    model.to(device).eval()
+    for start in tqdm(range(0, n_rows, batch_size), desc="teacher pass (aligned)", disable=not show_progress):
+        rows = range(start, min(start + batch_size, n_rows))
+        inputs, places = [], []
+        for row in rows:
+            question, context, seq2, offsets = windows(row)
+            inputs.append(build_teacher_input(t_tok, special, question, context, _window(offsets), max_seq_len,
+                                              max_query_length))
+            places.append((seq2, offsets))
+        out = np.empty((len(inputs), seq_len, 2), dtype=np.float32)
+        for i, ((p_start, p_end, p_none), x, (seq2, offsets)) in enumerate(
+                zip(teacher_span_probs(model, inputs, special, t_tok.pad_token_id or 0, device), inputs, places)):
+            out[i] = feature_row(align_span_probs(p_start, p_end, p_none, x.context_offsets, offsets), seq2, seq_len)
+        yield out
+
+
+def aligned_teacher_logits(teacher: Any, student: Any, features: Dict[str, torch.Tensor],
+                           paragraphs: List[Dict[str, Any]], batch_size: int, device: torch.device, cache_dir: Path,
+                           key: Dict[str, Any]) -> np.ndarray:
+    """Teacher targets on the student's positions, ``[n_features, student_max_seq_len, 2]`` fp16 log-probs.
+
+    Computed once (rank 0 under torchrun) and memory-mapped from ``cache_dir`` under ``key`` plus the teacher's
+    own sequence settings; see the module docstring for how windows are matched and mass is moved.
+
+    Args:
+        teacher, student: readers (``FARMReader``-like, with fast tokenizers; see :func:`check_alignable`).
+        features: the student's training features (``input_ids``, ``span_mask``, ``id``, ``passage_start_t``,
+            ``seq_2_start_t``, ...) from a ``SquadProcessor`` on the student's tokenizer.
+        paragraphs: the SQuAD paragraphs the features were made from (``id[:, 0]`` indexes them).
+        batch_size: teacher batch size.
+        device: where the teacher runs.
+        cache_dir, key: cache folder and key fields (teacher weights, tokenizers, data, sequence settings).
+    """
+    n_rows, seq_len = features["input_ids"].shape
+    max_seq_len, max_query_length = _teacher_settings(teacher)
+    full_key = {**key, "teacher_max_seq_len": max_seq_len, "teacher_max_query_length": max_query_length,
+                "alignment_version": ALIGNMENT_VERSION}
+
+    def produce() -> Iterator[np.ndarray]:
+        return aligned_rows(teacher, student, features, paragraphs, batch_size, device)
+
+    started = time.perf_counter()
+    if world()[1] > 1:  # rank 0 computes into the shared cache folder, the other ranks then read it
+        if is_main_process():
+            cached_outputs(cache_dir, full_key, n_rows, (seq_len, 2), produce)
+        barrier()
+    out = cached_outputs(cache_dir, full_key, n_rows, (seq_len, 2), produce)
+    logger.info("aligned teacher targets ready in %.1f s (%.1f MB fp16 on disk)", time.perf_counter() - started,
+                out.nbytes / 2**20)
+    return out
