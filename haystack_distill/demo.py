@@ -19,7 +19,7 @@ from typing import Any, Dict
 
 logger = logging.getLogger(__name__)
 
-READER_KW = dict(use_gpu=False, max_seq_len=96, doc_stride=32, max_query_length=24, progress_bar=False,
+READER_KW = dict(use_gpu=False, max_seq_len=64, doc_stride=16, max_query_length=16, progress_bar=False,
                  num_processes=0)
 
 
@@ -38,8 +38,9 @@ def write_data(out: Path, n_train: int, n_dev: int, seed: int) -> Path:
     from .synthetic import make_squad_dataset
 
     data = out / "data"
-    atomic_write_json(data / "train.json", make_squad_dataset(n_train, seed=seed, title="demo-train"))
-    atomic_write_json(data / "dev.json", make_squad_dataset(n_dev, seed=seed + 1, title="demo-dev"))
+    small = dict(max_people=2, facts_per_person=2)  # short paragraphs: 4 questions each, fits max_seq_len 64
+    atomic_write_json(data / "train.json", make_squad_dataset(n_train, seed=seed, title="demo-train", **small))
+    atomic_write_json(data / "dev.json", make_squad_dataset(n_dev, seed=seed + 1, title="demo-dev", **small))
     return data
 
 
@@ -47,7 +48,7 @@ def _done(path: Path) -> bool:
     return (path / "distillation.json").is_file()
 
 
-def run_demo(output_dir: Path, n_train: int = 60, n_dev: int = 30, epochs: int = 2, keep_layers: int = 2,
+def run_demo(output_dir: Path, n_train: int = 120, n_dev: int = 50, epochs: int = 3, keep_layers: int = 2,
              seed: int = 42) -> Dict[str, Any]:
     """Run the whole demo; returns the benchmark rows."""
     from .evaluation.reader import benchmark_reader, format_table
@@ -59,18 +60,18 @@ def run_demo(output_dir: Path, n_train: int = 60, n_dev: int = 30, epochs: int =
     if not _done(teacher_dir):
         logger.info("fine-tuning the teacher (all-MiniLM-L6-v2 + QA head)")
         teacher = DistillableFARMReader(str(minilm_path()), **READER_KW)
-        teacher.train_reader(n_epochs=epochs + 1, learning_rate=1.5e-4, save_dir=str(teacher_dir), **common)
+        teacher.train_reader(n_epochs=epochs + 1, learning_rate=2e-4, save_dir=str(teacher_dir), **common)
     teacher = DistillableFARMReader(str(teacher_dir), **READER_KW)
     layers = list(range(teacher.inferencer.model.language_model.model.config.num_hidden_layers))
     if not _done(base_dir):
         logger.info("student without KD: %d of the teacher's layers, labels only", keep_layers)
         student = student_from_teacher(teacher, keep_layers, output_dir / "student-init", **READER_KW)
-        student.train_reader(n_epochs=epochs, learning_rate=1e-4, save_dir=str(base_dir), **common)
+        student.train_reader(n_epochs=epochs, learning_rate=2e-4, save_dir=str(base_dir), **common)
     if not _done(kd_dir):
         logger.info("student with prediction-layer KD from the teacher")
         student = student_from_teacher(teacher, keep_layers, output_dir / "student-init", **READER_KW)
         student.distil_prediction_layer_from(
-            teacher, n_epochs=epochs, learning_rate=1e-4, distillation_loss_weight=0.75, temperature=2.0,
+            teacher, n_epochs=epochs, learning_rate=2e-4, distillation_loss_weight=0.75, temperature=2.0,
             save_dir=str(kd_dir), **common)
     rows = benchmark_reader({f"teacher ({len(layers)} layers)": teacher_dir,
                              f"student {keep_layers} layers, no KD": base_dir,
@@ -91,9 +92,9 @@ def register(subparsers: Any) -> None:
     parser = subparsers.add_parser("demo", help="distil a 2-layer QA reader from all-MiniLM-L6-v2, offline",
                                    description=__doc__)
     parser.add_argument("--output-dir", default="demo_output", help="where data, models and results go")
-    parser.add_argument("--train-paragraphs", type=int, default=60)
-    parser.add_argument("--dev-paragraphs", type=int, default=30)
-    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--train-paragraphs", type=int, default=120)
+    parser.add_argument("--dev-paragraphs", type=int, default=50)
+    parser.add_argument("--epochs", type=int, default=3, help="student epochs (the teacher trains one more)")
     parser.add_argument("--layers", type=int, default=2, help="student layers kept from the teacher")
     parser.add_argument("--seed", type=int, default=42)
     parser.set_defaults(func=_handler)

@@ -38,11 +38,11 @@ def _person(rng: random.Random, name: str) -> Dict[str, str]:
             "job": rng.choice(JOBS), "company": rng.choice(COMPANIES)}
 
 
-def _paragraph(rng: random.Random, index: int) -> Dict[str, Any]:
-    people = [_person(rng, n) for n in rng.sample(NAMES, rng.randint(2, 3))]
+def _paragraph(rng: random.Random, index: int, max_people: int, facts_per_person: int) -> Dict[str, Any]:
+    people = [_person(rng, n) for n in rng.sample(NAMES, rng.randint(2, max_people))]
     sentences: List[Tuple[str, Dict[str, str], int]] = []
     for person in people:
-        for fact_idx in rng.sample(range(len(FACTS)), 3):
+        for fact_idx in rng.sample(range(len(FACTS)), facts_per_person):
             sentences.append((FACTS[fact_idx][0].format(**person), person, fact_idx))
     rng.shuffle(sentences)
     context, qas = "", []
@@ -56,8 +56,12 @@ def _paragraph(rng: random.Random, index: int) -> Dict[str, Any]:
     return {"context": context, "qas": qas}
 
 
-def make_squad_dataset(n_paragraphs: int = 100, seed: int = 0, title: str = "synthetic") -> Dict[str, Any]:
-    """Return a SQuAD v2-format dict with ``n_paragraphs`` paragraphs (about 7 questions each)."""
+def make_squad_dataset(n_paragraphs: int = 100, seed: int = 0, title: str = "synthetic", max_people: int = 3,
+                       facts_per_person: int = 3) -> Dict[str, Any]:
+    """Return a SQuAD v2-format dict with ``n_paragraphs`` paragraphs of 2..``max_people`` people with
+    ``facts_per_person`` facts each (one question per fact)."""
+    if not 2 <= max_people <= len(NAMES) or not 1 <= facts_per_person <= len(FACTS):
+        raise ValueError(f"max_people must be in 2..{len(NAMES)} and facts_per_person in 1..{len(FACTS)}.")
     rng = random.Random(seed)
-    paragraphs = [_paragraph(rng, i) for i in range(n_paragraphs)]
+    paragraphs = [_paragraph(rng, i, max_people, facts_per_person) for i in range(n_paragraphs)]
     return {"version": "v2.0", "data": [{"title": title, "paragraphs": paragraphs}]}
