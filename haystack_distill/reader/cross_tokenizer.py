@@ -6,11 +6,15 @@ How one student training feature (a question and one ``doc_stride`` window of it
 1. The window's characters: the student tokenizes the whole context without special tokens, exactly as
    Haystack's ``tokenize_batch_question_answering`` does; the feature's ``passage_start_t`` and its number of
    passage tokens pick the window's tokens, whose offsets give the character span ``[w0, w1)``.
-2. The teacher reads ``(question, context[w0:w1])`` in its own tokenization, built as Haystack builds its
-   inputs (question cut to the teacher reader's ``max_query_length`` tokens, special tokens from its
-   tokenizer). Only the context is truncated, to the teacher reader's ``max_seq_len``; characters of a
-   truncated tail get no teacher mass (the teacher never saw them). Windows are therefore matched one to one:
-   the teacher never sees another stride of the document, so no mass falls outside the student's window.
+2. The teacher reads ``(question, window)`` in its own tokenization, built as Haystack builds its inputs:
+   the teacher tokenizes the whole context once (no special tokens, with offsets), and the window's teacher
+   tokens are those overlapping ``[w0, w1)``, so a word cut by the window edge keeps the teacher's
+   in-document split (and a byte-level BPE keeps its leading-space tokens). The question is cut to the
+   teacher reader's ``max_query_length`` tokens; only the context is truncated, to the teacher reader's
+   ``max_seq_len``, and the characters of a truncated tail get no teacher mass (the teacher never saw them).
+   Windows are matched one to one: the teacher never sees another ``doc_stride`` window of the document.
+   The only teacher mass that can fall outside the student's window is a start on a teacher token that
+   straddles ``w0`` (or an end on one straddling ``w1``); it goes to the student's no-answer position.
 3. Teacher start/end probabilities: softmax over its no-answer position and context tokens only.
 4. :func:`haystack_distill.alignment.align_span_probs` moves them to the student's window tokens through the
    original characters (gap characters: starts to the next token, ends to the previous one; no-answer to
@@ -50,8 +54,12 @@ def _tokenizer(reader: Any) -> Any:
     return reader.inferencer.processor.tokenizer
 
 
-def check_alignable(teacher: Any, student: Any, tokenizer_alignment: str) -> None:
+def check_alignable(teacher: Any, student: Any, tokenizer_alignment: str, distillation_loss: Any = None) -> None:
     """Raise before any data work unless ``tokenizer_alignment`` is known and both tokenizers give offsets.
+
+    ``distillation_loss="mse"`` is refused too: the aligned targets are log-probabilities with
+    :data:`~haystack_distill.alignment.LOG_ZERO` where the teacher puts no mass (e.g. a student token inside a
+    teacher word), which a softmax ignores but a squared error on logits would chase.
 
     Example:
         >>> check_alignable(None, None, "words")  # doctest: +ELLIPSIS
@@ -62,6 +70,9 @@ def check_alignable(teacher: Any, student: Any, tokenizer_alignment: str) -> Non
     if tokenizer_alignment not in ALIGNMENTS:
         raise ValueError(f"tokenizer_alignment={tokenizer_alignment!r} is not supported; use one of {ALIGNMENTS} "
                          "(or None for teacher and student sharing one tokenizer).")
+    if isinstance(distillation_loss, str) and distillation_loss == "mse":
+        raise ValueError("distillation_loss='mse' does not work with tokenizer_alignment: the aligned teacher targets "
+                         "are log-probabilities, not logits; use 'kl_div' or 'soft_ce'.")
     if teacher is None:
         raise ValueError("teacher_model is required: pass a FARMReader holding the fine-tuned teacher.")
     for role, reader in (("teacher", teacher), ("student", student)):
@@ -99,27 +110,36 @@ class TeacherInput:
     segment_ids: List[int]
     context_start: int
     context_offsets: np.ndarray
+    truncated: int = 0
 
 
-def build_teacher_input(tokenizer: Any, special: Special, question: str, context: str, window: Tuple[int, int],
-                        max_seq_len: int, max_query_length: int) -> TeacherInput:
-    """The teacher's tokenization of ``(question, context[w0:w1])``, context truncated to ``max_seq_len``.
+def build_teacher_input(tokenizer: Any, special: Special, question: str, document: Tuple[List[int], np.ndarray],
+                        window: Tuple[int, int], max_seq_len: int, max_query_length: int) -> TeacherInput:
+    """The teacher's sequence for ``question`` and the character window ``[w0, w1)`` of a context.
 
-    Offsets are shifted by ``w0`` so they point into ``context``, the original text.
+    Args:
+        tokenizer, special: the teacher's fast tokenizer and its :class:`Special` layout.
+        question: the question text (cut to ``max_query_length`` tokens, as Haystack does).
+        document: the teacher's ``(ids, offsets)`` of the whole context, without special tokens.
+        window: the student window's characters; teacher tokens overlapping it are kept, in document order,
+            and truncated to fit ``max_seq_len``.
     """
+    doc_ids, doc_offsets = document
     w0, w1 = window
     q_ids = tokenizer(question, add_special_tokens=False)["input_ids"][:max_query_length]
-    encoded = tokenizer(context[w0:w1], add_special_tokens=False, return_offsets_mapping=True)
     room = max_seq_len - len(q_ids) - special.start - special.mid - special.end
     if room < 1:
         raise ValueError(f"the teacher's max_seq_len={max_seq_len} leaves no room for context after a "
                          f"{len(q_ids)}-token question; raise the teacher reader's max_seq_len or lower its "
                          "max_query_length.")
-    c_ids = encoded["input_ids"][:room]
-    offsets = np.asarray(encoded["offset_mapping"][:room], dtype=np.int64).reshape(-1, 2) + w0
+    inside = np.flatnonzero((doc_offsets[:, 0] < w1) & (doc_offsets[:, 1] > w0))
+    first, stop = (int(inside[0]), min(int(inside[-1]) + 1, int(inside[0]) + room)) if len(inside) else (0, 0)
+    c_ids = list(doc_ids[first:stop])
     return TeacherInput(input_ids=tokenizer.build_inputs_with_special_tokens(q_ids, c_ids),
                         segment_ids=tokenizer.create_token_type_ids_from_sequences(q_ids, c_ids),
-                        context_start=special.start + len(q_ids) + special.mid, context_offsets=offsets)
+                        context_start=special.start + len(q_ids) + special.mid,
+                        context_offsets=doc_offsets[first:stop],
+                        truncated=int(inside[-1]) + 1 - stop if len(inside) else 0)
 
 
 def teacher_span_probs(model: Any, inputs: Sequence[TeacherInput], special: Special, pad_id: int,
@@ -151,43 +171,56 @@ def teacher_span_probs(model: Any, inputs: Sequence[TeacherInput], special: Spec
     return out
 
 
-class StudentWindows:
-    """Character offsets of each feature's passage tokens, from the student's tokenization of whole contexts."""
+class Documents:
+    """A tokenizer's ``(ids, offsets)`` of whole contexts without special tokens, as Haystack tokenizes them."""
 
-    def __init__(self, tokenizer: Any, paragraphs: List[Dict[str, Any]], features: Dict[str, torch.Tensor]) -> None:
-        self.tokenizer, self.paragraphs, self.features = tokenizer, paragraphs, features
-        self._docs: Dict[int, Tuple[List[int], np.ndarray]] = {}
+    def __init__(self, tokenizer: Any, paragraphs: List[Dict[str, Any]], keep: int = 8) -> None:
+        self.tokenizer, self.paragraphs, self.keep = tokenizer, paragraphs, keep
+        self._cache: Dict[int, Tuple[List[int], np.ndarray]] = {}
 
-    def _document(self, p_idx: int) -> Tuple[List[int], np.ndarray]:
-        if p_idx not in self._docs:
+    def __getitem__(self, p_idx: int) -> Tuple[List[int], np.ndarray]:
+        if p_idx not in self._cache:
+            if len(self._cache) >= self.keep:  # features come paragraph by paragraph: a few suffice
+                self._cache.clear()
             encoded = self.tokenizer(self.paragraphs[p_idx]["context"], add_special_tokens=False,
                                      return_offsets_mapping=True)
             offsets = np.asarray(encoded["offset_mapping"], dtype=np.int64).reshape(-1, 2)
-            self._docs = {p_idx: (encoded["input_ids"], offsets)}  # features come paragraph by paragraph
-        return self._docs[p_idx]
-
-    def __call__(self, row: int) -> Tuple[str, str, int, np.ndarray]:
-        """``(question, context, seq_2_start_t, passage token offsets)`` of feature ``row``."""
-        f = self.features
-        p_idx, q_idx, _ = (int(v) for v in f["id"][row])
-        if not 0 <= p_idx < len(self.paragraphs):
-            raise ValueError(f"feature {row} points at paragraph {p_idx}, but {len(self.paragraphs)} paragraphs were "
-                             "passed; pass the paragraphs the features were made from, in the same order.")
-        paragraph = self.paragraphs[p_idx]
-        seq2, first = int(f["seq_2_start_t"][row]), int(f["passage_start_t"][row])
-        n_tokens = int(f["span_mask"][row, seq2:].sum())
-        doc_ids, doc_offsets = self._document(p_idx)
-        if list(doc_ids[first : first + n_tokens]) != f["input_ids"][row, seq2 : seq2 + n_tokens].tolist():
-            raise ValueError(f"feature {row}'s passage tokens differ from the student tokenizer's tokenization of "
-                             f"paragraph {p_idx}; the features must come from a SquadProcessor on the student's "
-                             "tokenizer and these paragraphs.")
-        question = paragraph["qas"][q_idx]["question"]
-        return question, paragraph["context"], seq2, doc_offsets[first : first + n_tokens]
+            self._cache[p_idx] = (encoded["input_ids"], offsets)
+        return self._cache[p_idx]
 
 
-def _window(offsets: np.ndarray) -> Tuple[int, int]:
-    covering = offsets[offsets[:, 1] > offsets[:, 0]]
-    return (int(covering[0, 0]), int(covering[-1, 1])) if len(covering) else (0, 0)
+@dataclass
+class StudentWindow:
+    """One student feature: its paragraph, question, first passage position and passage-token offsets."""
+
+    paragraph: int
+    question: str
+    seq_2_start: int
+    offsets: np.ndarray
+
+    @property
+    def chars(self) -> Tuple[int, int]:
+        """``[w0, w1)``: first character of the first passage token to the end of the last."""
+        covering = self.offsets[self.offsets[:, 1] > self.offsets[:, 0]]
+        return (int(covering[0, 0]), int(covering[-1, 1])) if len(covering) else (0, 0)
+
+
+def student_window(features: Dict[str, torch.Tensor], row: int, paragraphs: List[Dict[str, Any]],
+                   documents: Documents) -> StudentWindow:
+    """Recover feature ``row``'s window from the student's whole-context tokenization (checked against its ids)."""
+    p_idx, q_idx, _ = (int(v) for v in features["id"][row])
+    if not 0 <= p_idx < len(paragraphs):
+        raise ValueError(f"feature {row} points at paragraph {p_idx}, but {len(paragraphs)} paragraphs were "
+                         "passed; pass the paragraphs the features were made from, in the same order.")
+    seq2, first = int(features["seq_2_start_t"][row]), int(features["passage_start_t"][row])
+    n_tokens = int(features["span_mask"][row, seq2:].sum())
+    doc_ids, doc_offsets = documents[p_idx]
+    if list(doc_ids[first : first + n_tokens]) != features["input_ids"][row, seq2 : seq2 + n_tokens].tolist():
+        raise ValueError(f"feature {row}'s passage tokens differ from the student tokenizer's tokenization of "
+                         f"paragraph {p_idx}; the features must come from a SquadProcessor on the student's "
+                         "tokenizer and these paragraphs.")
+    return StudentWindow(paragraph=p_idx, question=paragraphs[p_idx]["qas"][q_idx]["question"], seq_2_start=seq2,
+                         offsets=doc_offsets[first : first + n_tokens])
 
 
 def feature_row(aligned: Any, seq2: int, seq_len: int) -> np.ndarray:
@@ -214,22 +247,26 @@ def aligned_rows(teacher: Any, student: Any, features: Dict[str, torch.Tensor], 
 
     t_tok, model = _tokenizer(teacher), teacher.inferencer.model
     special, (max_seq_len, max_query_length) = Special.of(t_tok), _teacher_settings(teacher)
-    windows = StudentWindows(_tokenizer(student), paragraphs, features)
+    student_docs, teacher_docs = Documents(_tokenizer(student), paragraphs), Documents(t_tok, paragraphs)
     n_rows, seq_len = features["input_ids"].shape
     model.to(device).eval()
+    truncated = 0
     for start in tqdm(range(0, n_rows, batch_size), desc="teacher pass (aligned)", disable=not show_progress):
-        rows = range(start, min(start + batch_size, n_rows))
-        inputs, places = [], []
-        for row in rows:
-            question, context, seq2, offsets = windows(row)
-            inputs.append(build_teacher_input(t_tok, special, question, context, _window(offsets), max_seq_len,
-                                              max_query_length))
-            places.append((seq2, offsets))
+        windows = [student_window(features, row, paragraphs, student_docs)
+                   for row in range(start, min(start + batch_size, n_rows))]
+        inputs = [build_teacher_input(t_tok, special, w.question, teacher_docs[w.paragraph], w.chars, max_seq_len,
+                                      max_query_length) for w in windows]
+        truncated += sum(x.truncated > 0 for x in inputs)
+        probs = teacher_span_probs(model, inputs, special, t_tok.pad_token_id or 0, device)
         out = np.empty((len(inputs), seq_len, 2), dtype=np.float32)
-        for i, ((p_start, p_end, p_none), x, (seq2, offsets)) in enumerate(
-                zip(teacher_span_probs(model, inputs, special, t_tok.pad_token_id or 0, device), inputs, places)):
-            out[i] = feature_row(align_span_probs(p_start, p_end, p_none, x.context_offsets, offsets), seq2, seq_len)
+        for i, ((p_start, p_end, p_none), x, w) in enumerate(zip(probs, inputs, windows)):
+            aligned = align_span_probs(p_start, p_end, p_none, x.context_offsets, w.offsets)
+            out[i] = feature_row(aligned, w.seq_2_start, seq_len)
         yield out
+    if truncated:
+        logger.warning("%d of %d windows were longer than the teacher's max_seq_len=%d allows; their tails got no "
+                       "teacher mass (raise the teacher reader's max_seq_len to avoid it)", truncated, n_rows,
+                       max_seq_len)
 
 
 def aligned_teacher_logits(teacher: Any, student: Any, features: Dict[str, torch.Tensor],

@@ -82,7 +82,7 @@ def distil_prediction_layer(student: Any, teacher: Optional[Any], *, data_dir: s
     elif not fine_tune_only:
         from .cross_tokenizer import check_alignable
 
-        check_alignable(teacher, student, tokenizer_alignment)
+        check_alignable(teacher, student, tokenizer_alignment, distillation_loss)
     device = common.resolve_device(use_gpu, devices)
 
     paragraphs = common.read_paragraphs(train_path)
