@@ -184,6 +184,34 @@ def teacher_key(teacher: Any, student: Any, train_path: Path, max_seq_len: int, 
     }
 
 
+def cached_outputs_all_ranks(cache_dir: Path, key: Dict[str, Any], n_rows: int, row_shape: Tuple[int, ...],
+                             produce: Callable) -> np.ndarray:
+    """:func:`cached_outputs`; under torchrun rank 0 computes into the shared folder first, the others then read it."""
+    if world()[1] > 1:
+        if is_main_process():
+            cached_outputs(cache_dir, key, n_rows, row_shape, produce)
+        barrier()
+    return cached_outputs(cache_dir, key, n_rows, row_shape, produce)
+
+
+def sequence_settings(reader: Any, max_seq_len: Optional[int], doc_stride: Optional[int],
+                      max_query_length: Optional[int]) -> Tuple[int, int, int]:
+    """Explicit values, else the reader's own (Haystack's rule)."""
+    return (max_seq_len or reader.max_seq_len, doc_stride or reader.doc_stride,
+            max_query_length or reader.max_query_length)
+
+
+def training_data(student: Any, train_path: Path, dev_path: Optional[Path], dev_split: float, seed: int,
+                  processor: Any, settings: Tuple[int, int, int], data_dir: Any, caching: bool,
+                  cache_path: Path) -> Tuple[list, list, Dict[str, torch.Tensor]]:
+    """(train paragraphs, dev paragraphs, training features): dev from ``dev_path`` or a seeded ``dev_split``."""
+    paragraphs = read_paragraphs(train_path)
+    train_paras, dev_paras = (paragraphs, read_paragraphs(dev_path)) if dev_path else \
+        split_paragraphs(paragraphs, dev_split, seed)
+    processor = processor or build_processor(student, *settings, data_dir)
+    return train_paras, dev_paras, cached_features(processor, train_paras, caching, cache_path)
+
+
 def teacher_span_logits(teacher: Any, features: Dict[str, torch.Tensor], batch_size: int, device: torch.device,
                         cache_dir: Path, key: Dict[str, Any], use_amp: bool = False) -> np.ndarray:
     """Teacher start/end logits ``[N, S, 2]`` for the training features: fp16, on disk, memory-mapped."""
@@ -204,11 +232,7 @@ def teacher_span_logits(teacher: Any, features: Dict[str, torch.Tensor], batch_s
             yield logits.float().cpu().numpy()
 
     started = time.perf_counter()
-    if world()[1] > 1:  # rank 0 computes into the shared cache folder, the other ranks then read it
-        if is_main_process():
-            cached_outputs(cache_dir, key, n_rows, (seq_len, 2), produce)
-        barrier()
-    out = cached_outputs(cache_dir, key, n_rows, (seq_len, 2), produce)
+    out = cached_outputs_all_ranks(cache_dir, key, n_rows, (seq_len, 2), produce)
     logger.info("teacher logits ready in %.1f s (%.1f MB fp16 on disk)", time.perf_counter() - started,
                 out.nbytes / 2**20)
     return out

@@ -40,8 +40,7 @@ import numpy as np
 import torch
 
 from ..alignment import LOG_ZERO, align_span_probs, log_probs
-from ..teacher_cache import cached_outputs
-from ..training import barrier, is_main_process, world
+from .common import cached_outputs_all_ranks
 
 logger = logging.getLogger(__name__)
 
@@ -295,11 +294,7 @@ def aligned_teacher_logits(teacher: Any, student: Any, features: Dict[str, torch
         return aligned_rows(teacher, student, features, paragraphs, batch_size, device)
 
     started = time.perf_counter()
-    if world()[1] > 1:  # rank 0 computes into the shared cache folder, the other ranks then read it
-        if is_main_process():
-            cached_outputs(cache_dir, full_key, n_rows, (seq_len, 2), produce)
-        barrier()
-    out = cached_outputs(cache_dir, full_key, n_rows, (seq_len, 2), produce)
+    out = cached_outputs_all_ranks(cache_dir, full_key, n_rows, (seq_len, 2), produce)
     logger.info("aligned teacher targets ready in %.1f s (%.1f MB fp16 on disk)", time.perf_counter() - started,
                 out.nbytes / 2**20)
     return out

@@ -178,9 +178,8 @@ def distil_intermediate_layers(student: Any, teacher: Any, *, data_dir: str, tra
     dev_path, test_path = common.data_path(data_dir, dev_filename), common.data_path(data_dir, test_filename)
     save_path = common.check_save_dir(Path(save_dir) if save_dir else
                                       common.default_save_dir(student, "_tinybert_stage_1"))
-    max_seq_len = max_seq_len or student.max_seq_len
-    doc_stride = doc_stride or student.doc_stride
-    max_query_length = max_query_length or student.max_query_length
+    settings = common.sequence_settings(student, max_seq_len, doc_stride, max_query_length)
+    max_seq_len, doc_stride, max_query_length = settings
     common.check_pair(teacher, student, max_seq_len)
     for role, reader in (("teacher", teacher), ("student", student)):
         check_attention_support(reader.inferencer.model, attention_loss, role)
@@ -191,11 +190,8 @@ def distil_intermediate_layers(student: Any, teacher: Any, *, data_dir: str, tra
         teacher_batch_size=teacher_batch_size)
     device = common.resolve_device(use_gpu, devices)
 
-    paragraphs = common.read_paragraphs(train_path)
-    train_paras, dev_paras = (paragraphs, common.read_paragraphs(dev_path)) if dev_path else \
-        common.split_paragraphs(paragraphs, dev_split, seed)
-    processor = processor or common.build_processor(student, max_seq_len, doc_stride, max_query_length, data_dir)
-    features = common.cached_features(processor, train_paras, caching, cache_path)
+    train_paras, dev_paras, features = common.training_data(student, train_path, dev_path, dev_split, seed, processor,
+                                                            settings, data_dir, caching, cache_path)
     logger.info("%d training features; layer mapping %s; projections %s", len(features["input_ids"]),
                 loss_fn.mapping, list(loss_fn.projections) or "none (same width)")
 
