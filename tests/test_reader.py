@@ -145,6 +145,9 @@ def test_teacher_cache_key_covers_doc_stride(readers, tiny_squad, tmp_path, monk
         (dict(train_filename="broken.json"), SquadFormatError, "not valid JSON"),
         (dict(train_filename="badstart.json"), SquadFormatError, r"1 questions have an answer_start.*q-bad"),
         (dict(train_filename="empty.json"), SquadFormatError, "no questions"),
+        (dict(teacher_top_k=0), ValueError, "teacher_top_k must be a positive integer"),
+        (dict(teacher_top_k=97), ValueError, "exceeds max_seq_len=96"),
+        (dict(teacher_top_k=8, distillation_loss="mse"), ValueError, "'kl_div' or 'soft_ce'"),
     ],
 )
 def test_bad_input_is_rejected_before_work(readers, tiny_squad, tmp_path, kwargs, error, match):
@@ -194,3 +197,22 @@ def test_student_from_teacher_keeps_teacher_layers(readers, tmp_path):
     for s_idx, t_idx in enumerate([0, 3]):
         for (name, p_s), (_, p_t) in zip(s_layers[s_idx].named_parameters(), t_layers[t_idx].named_parameters()):
             assert torch.equal(p_s, p_t), name
+
+
+def test_top_k_teacher_cache(readers, tiny_squad, tmp_path):
+    """k = max_seq_len keeps every valid position, so training matches the dense cache exactly; small k shrinks it."""
+    teacher, make_student = readers
+    weights, stored = {}, {}
+    for name, k in (("dense", None), ("all", 96), ("top4", 4)):
+        student = make_student()
+        student.distil_prediction_layer_from(teacher, str(tiny_squad), "train.json", save_dir=str(tmp_path / name),
+                                             caching=True, cache_path=tmp_path / f"cache-{name}", temperature=2.0,
+                                             teacher_top_k=k, **FAST)
+        weights[name] = {n: p.detach().clone() for n, p in student.inferencer.model.named_parameters()}
+        (stored[name],) = (tmp_path / f"cache-{name}" / "teacher_outputs").rglob("outputs.npy")
+    for n, value in weights["dense"].items():
+        if ".pooler." not in n:  # unused by QA, randomly initialised on every load of the tiny student
+            torch.testing.assert_close(weights["all"][n], value, msg=n)
+    dense, top4 = np.load(stored["dense"], mmap_mode="r"), np.load(stored["top4"], mmap_mode="r")
+    assert dense.shape[1:] == (96, 2) and top4.shape == (dense.shape[0], 2, 9) and top4.dtype == np.float16
+    assert any(not torch.equal(weights["top4"][n], v) for n, v in weights["dense"].items())

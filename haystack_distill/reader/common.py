@@ -213,12 +213,22 @@ def training_data(student: Any, train_path: Path, dev_path: Optional[Path], dev_
 
 
 def teacher_span_logits(teacher: Any, features: Dict[str, torch.Tensor], batch_size: int, device: torch.device,
-                        cache_dir: Path, key: Dict[str, Any], use_amp: bool = False) -> np.ndarray:
-    """Teacher start/end logits ``[N, S, 2]`` for the training features: fp16, on disk, memory-mapped."""
+                        cache_dir: Path, key: Dict[str, Any], use_amp: bool = False,
+                        top_k: Optional[Tuple[int, float, Callable]] = None) -> np.ndarray:
+    """Teacher start/end logits for the training features: fp16, on disk, memory-mapped.
+
+    Dense ``[N, S, 2]``, or with ``top_k=(k, temperature, valid_mask_fn)`` the packed ``[N, 2, 2k + 1]`` rows of
+    :func:`haystack_distill.sparse_logits.encode_top_k` (``valid_mask_fn(batch)`` gives the KD positions).
+    """
     from tqdm.auto import tqdm
+
+    from ..sparse_logits import encode_top_k, packed_width
 
     model = teacher.inferencer.model
     n_rows, seq_len = features["input_ids"].shape
+    row_shape = (seq_len, 2) if top_k is None else (2, packed_width(top_k[0]))
+    if top_k is not None:
+        key = {**key, "top_k": top_k[0], "top_k_temperature": top_k[1], "top_k_mask": getattr(top_k[2], "mask", "")}
 
     def produce():
         model.to(device).eval()
@@ -228,11 +238,15 @@ def teacher_span_logits(teacher: Any, features: Dict[str, torch.Tensor], batch_s
             with torch.inference_mode(), torch.autocast("cuda", enabled=amp):
                 logits = model.forward(input_ids=features["input_ids"][sl].to(device),
                                        segment_ids=features["segment_ids"][sl].to(device),
-                                       padding_mask=features["padding_mask"][sl].to(device))[0]
-            yield logits.float().cpu().numpy()
+                                       padding_mask=features["padding_mask"][sl].to(device))[0].float().cpu()
+            if top_k is not None:
+                k, temperature, valid_mask_fn = top_k
+                masks = {n: features[n][sl] for n in ("span_mask", "padding_mask")}
+                logits = encode_top_k(logits, valid_mask_fn(masks), k, temperature)
+            yield logits.numpy()
 
     started = time.perf_counter()
-    out = cached_outputs_all_ranks(cache_dir, key, n_rows, (seq_len, 2), produce)
+    out = cached_outputs_all_ranks(cache_dir, key, n_rows, row_shape, produce)
     logger.info("teacher logits ready in %.1f s (%.1f MB fp16 on disk)", time.perf_counter() - started,
                 out.nbytes / 2**20)
     return out

@@ -72,6 +72,7 @@ class DistillationMixin:
         max_query_length: Optional[int] = None,
         show_progress: bool = True,
         tokenizer_alignment: Optional[str] = None,
+        teacher_top_k: Optional[int] = None,
     ) -> Dict[str, Any]:
         """Train this reader (the student) to match ``teacher_model``'s start/end distributions and the labels.
 
@@ -105,6 +106,10 @@ class DistillationMixin:
             tokenizer_alignment: ``"offsets"`` lets teacher and student use different tokenizers: the teacher reads
                 its own tokenization of each student window and its start/end distributions are moved onto the
                 student's tokens through character offsets (see :mod:`haystack_distill.alignment`).
+            teacher_top_k: keep only the ``k`` most likely start and end positions per feature (plus one value that
+                gives the rest their exact total probability at ``temperature``) instead of all ``max_seq_len``:
+                the cache shrinks from ``8 * max_seq_len`` to ``4 * (2k + 1)`` bytes per feature. For
+                ``"kl_div"``/``"soft_ce"``; see :mod:`haystack_distill.sparse_logits`.
 
         Returns:
             dict with ``loss``, ``global_step``, ``teacher_seconds``, ``train_seconds``, ``save_dir`` and, given
@@ -122,6 +127,7 @@ class DistillationMixin:
             temperature=temperature, processor=processor, grad_acc_steps=grad_acc_steps,
             early_stopping=early_stopping, seed=seed, kd_mask=kd_mask, resume=resume, doc_stride=doc_stride,
             max_query_length=max_query_length, show_progress=show_progress, tokenizer_alignment=tokenizer_alignment,
+            teacher_top_k=teacher_top_k,
         )
 
     def distil_intermediate_layers_from(

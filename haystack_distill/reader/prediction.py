@@ -19,6 +19,7 @@ from typing import Any, Dict, Optional, Union
 from torch import Tensor
 
 from ..losses import DistillationLoss, combine_losses, span_kd_loss
+from ..sparse_logits import decode_top_k, validate_top_k
 from ..training import TrainConfig, config_fields, ensure_distributed, train, world
 from . import common
 
@@ -34,11 +35,26 @@ def kd_valid_mask(batch: Dict[str, Tensor], kd_mask: str) -> Optional[Tensor]:
     return None
 
 
-class PredictionLayerLoss:
-    """``w * span_KD(student, teacher) + (1 - w) * hard QA loss``, both averaged over start and end."""
+class KDMask:
+    """``batch -> [B, S]`` KD positions for one ``kd_mask`` setting (picklable, named for the cache key)."""
 
-    def __init__(self, model: Any, weight: float, loss: DistillationLoss, temperature: float, kd_mask: str) -> None:
+    def __init__(self, mask: str) -> None:
+        self.mask = mask
+
+    def __call__(self, batch: Dict[str, Tensor]) -> Optional[Tensor]:
+        return kd_valid_mask(batch, self.mask)
+
+
+class PredictionLayerLoss:
+    """``w * span_KD(student, teacher) + (1 - w) * hard QA loss``, both averaged over start and end.
+
+    With ``top_k`` set, ``batch["teacher_logits"]`` holds packed top-k rows (:mod:`..sparse_logits`).
+    """
+
+    def __init__(self, model: Any, weight: float, loss: DistillationLoss, temperature: float, kd_mask: str,
+                 top_k: Optional[int] = None) -> None:
         self.model, self.weight, self.loss, self.temperature, self.kd_mask = model, weight, loss, temperature, kd_mask
+        self.top_k = top_k
 
     def __call__(self, batch: Dict[str, Tensor]) -> Tensor:
         logits = self.model.forward(input_ids=batch["input_ids"], segment_ids=batch["segment_ids"],
@@ -46,9 +62,22 @@ class PredictionLayerLoss:
         hard = self.model.prediction_heads[0].logits_to_loss(logits=logits, labels=batch["labels"]).mean()
         if self.weight == 0:
             return hard
-        teacher = batch["teacher_logits"].to(logits.dtype)
+        teacher = batch["teacher_logits"]
+        if self.top_k is not None:
+            teacher = decode_top_k(teacher, logits.shape[1])
+        teacher = teacher.to(logits.dtype)
         kd = span_kd_loss(logits, teacher, kd_valid_mask(batch, self.kd_mask), self.loss, self.temperature)
         return combine_losses(hard, kd, self.weight)
+
+
+def check_top_k(k: int, max_seq_len: int, loss: Any, tokenizer_alignment: Optional[str]) -> None:
+    """A top-k teacher cache needs a distribution loss (the tail is only right in probability) and one tokenizer."""
+    validate_top_k(k, max_seq_len)
+    if loss not in ("kl_div", "soft_ce"):
+        raise ValueError(f"teacher_top_k={k} keeps the teacher's distribution, not its raw logits, so it works with "
+                         f"distillation_loss 'kl_div' or 'soft_ce', not {loss!r}; use teacher_top_k=None.")
+    if tokenizer_alignment is not None:
+        raise ValueError("teacher_top_k cannot be combined with tokenizer_alignment yet; use teacher_top_k=None.")
 
 
 def distil_prediction_layer(student: Any, teacher: Optional[Any], *, data_dir: str, train_filename: str,
@@ -62,7 +91,8 @@ def distil_prediction_layer(student: Any, teacher: Optional[Any], *, data_dir: s
                             grad_acc_steps: int, early_stopping: Any, seed: int = 42, kd_mask: str = "span",
                             resume: Union[bool, str] = False, doc_stride: Optional[int] = None,
                             max_query_length: Optional[int] = None, show_progress: bool = True,
-                            tokenizer_alignment: Optional[str] = None) -> Dict[str, Any]:
+                            tokenizer_alignment: Optional[str] = None,
+                            teacher_top_k: Optional[int] = None) -> Dict[str, Any]:
     """Run the stage (joining torch.distributed first when launched by torchrun).
 
     See :meth:`DistillationMixin.distil_prediction_layer_from` for the arguments.
@@ -76,6 +106,8 @@ def distil_prediction_layer(student: Any, teacher: Optional[Any], *, data_dir: s
     save_path = common.check_save_dir(Path(save_dir) if save_dir else common.default_save_dir(student))
     settings = common.sequence_settings(student, max_seq_len, doc_stride, max_query_length)
     max_seq_len, doc_stride, max_query_length = settings
+    if teacher_top_k is not None and not fine_tune_only:
+        check_top_k(teacher_top_k, max_seq_len, distillation_loss, tokenizer_alignment)
     if not fine_tune_only and tokenizer_alignment is None:
         common.check_pair(teacher, student, max_seq_len)
     elif not fine_tune_only:
@@ -97,8 +129,9 @@ def distil_prediction_layer(student: Any, teacher: Optional[Any], *, data_dir: s
             shared = caching or world()[1] > 1  # under torchrun the ranks share one cache folder
             cache_dir = Path(cache_path) / "teacher_outputs" if shared else Path(scratch)
             if tokenizer_alignment is None:
+                top_k = None if teacher_top_k is None else (teacher_top_k, temperature, KDMask(kd_mask))
                 features["teacher_logits"] = common.teacher_span_logits(
-                    teacher, features, teacher_batch_size or batch_size, device, cache_dir, key, use_amp)
+                    teacher, features, teacher_batch_size or batch_size, device, cache_dir, key, use_amp, top_k)
             else:
                 from .cross_tokenizer import aligned_teacher_logits
 
@@ -116,9 +149,11 @@ def distil_prediction_layer(student: Any, teacher: Optional[Any], *, data_dir: s
             checkpoints_to_keep=checkpoints_to_keep, resume=resume, show_progress=show_progress)
         config.run_fields = {**config_fields(config), "stage": "prediction_layer", "loss": str(distillation_loss),
                              "temperature": temperature, "weight": distillation_loss_weight, "kd_mask": kd_mask,
-                             "train_file": train_path.name, "n_features": len(features["input_ids"])}
+                             "teacher_top_k": teacher_top_k, "train_file": train_path.name,
+                             "n_features": len(features["input_ids"])}
         loss_fn = PredictionLayerLoss(model, 0.0 if fine_tune_only else distillation_loss_weight,
-                                      distillation_loss, temperature, kd_mask)
+                                      distillation_loss, temperature, kd_mask,
+                                      None if fine_tune_only else teacher_top_k)
         started = time.perf_counter()
         result = train(model, features, loss_fn, config, eval_fn=common.make_eval_fn(student, dev_paras),
                        early_stopping=early_stopping)
