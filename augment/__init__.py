@@ -10,27 +10,21 @@ Example:
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from haystack_distill.lazy import lazy_exports
 
 _EXPORTS = {
-    "augment_squad": "augment.api",
-    "AugmentReport": "augment.api",
-    "AugmentSettings": "augment.core",
-    "SquadAugmenter": "augment.core",
-    "GloveTable": "augment.glove",
-    "GloveFormatError": "augment.glove",
-    "MaskedLMCandidates": "augment.mlm",
-    "NotAMaskedLMError": "augment.mlm",
-    "load_masked_lm": "augment.mlm",
-    "WordFilter": "augment.words",
-    "STOP_WORDS": "augment.words",
+    "augment_squad": "api",
+    "AugmentReport": "api",
+    "AugmentSettings": "core",
+    "SquadAugmenter": "core",
+    "GloveTable": "glove",
+    "GloveFormatError": "glove",
+    "MaskedLMCandidates": "mlm",
+    "NotAMaskedLMError": "mlm",
+    "load_masked_lm": "mlm",
+    "WordFilter": "words",
+    "STOP_WORDS": "words",
 }
 
 __all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'augment' has no attribute {name!r}")
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -6,7 +6,7 @@ import logging
 import random
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -48,6 +48,26 @@ def data_path(data_dir: Optional[str], filename: Optional[str]) -> Optional[Path
     path = Path(data_dir) / filename if data_dir else Path(filename)
     validate_squad_file(path)
     return path
+
+
+class StageInputs(NamedTuple):
+    """Validated files, output folder and sequence settings of one distillation stage."""
+
+    train: Path
+    dev: Optional[Path]
+    test: Optional[Path]
+    save: Path
+    settings: Tuple[int, int, int]  # max_seq_len, doc_stride, max_query_length
+
+
+def stage_inputs(student: Any, data_dir: Optional[str], train_filename: str, dev_filename: Optional[str],
+                 test_filename: Optional[str], save_dir: Optional[str], save_suffix: str, max_seq_len: Optional[int],
+                 doc_stride: Optional[int], max_query_length: Optional[int]) -> StageInputs:
+    """Check the data files and ``save_dir`` (before any model work) and resolve the sequence settings."""
+    train = data_path(data_dir, train_filename)
+    dev, test = data_path(data_dir, dev_filename), data_path(data_dir, test_filename)
+    save = check_save_dir(Path(save_dir) if save_dir else default_save_dir(student, save_suffix))
+    return StageInputs(train, dev, test, save, sequence_settings(student, max_seq_len, doc_stride, max_query_length))
 
 
 def default_save_dir(reader: Any, suffix: str = "") -> Path:

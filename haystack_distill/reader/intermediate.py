@@ -174,11 +174,9 @@ def distil_intermediate_layers(student: Any, teacher: Any, *, data_dir: str, tra
     ensure_distributed()
     common.validate_hyperparameters(temperature, distillation_loss_weight, distillation_loss, batch_size, n_epochs,
                                     grad_acc_steps, kd_mask)
-    train_path = common.data_path(data_dir, train_filename)
-    dev_path, test_path = common.data_path(data_dir, dev_filename), common.data_path(data_dir, test_filename)
-    save_path = common.check_save_dir(Path(save_dir) if save_dir else
-                                      common.default_save_dir(student, "_tinybert_stage_1"))
-    settings = common.sequence_settings(student, max_seq_len, doc_stride, max_query_length)
+    train_path, dev_path, test_path, save_path, settings = common.stage_inputs(
+        student, data_dir, train_filename, dev_filename, test_filename, save_dir, "_tinybert_stage_1", max_seq_len,
+        doc_stride, max_query_length)
     max_seq_len, doc_stride, max_query_length = settings
     common.check_pair(teacher, student, max_seq_len)
     for role, reader in (("teacher", teacher), ("student", student)):

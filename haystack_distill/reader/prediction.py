@@ -101,10 +101,9 @@ def distil_prediction_layer(student: Any, teacher: Optional[Any], *, data_dir: s
     ensure_distributed()
     common.validate_hyperparameters(temperature, distillation_loss_weight, distillation_loss, batch_size, n_epochs,
                                     grad_acc_steps, kd_mask)
-    train_path = common.data_path(data_dir, train_filename)
-    dev_path, test_path = common.data_path(data_dir, dev_filename), common.data_path(data_dir, test_filename)
-    save_path = common.check_save_dir(Path(save_dir) if save_dir else common.default_save_dir(student))
-    settings = common.sequence_settings(student, max_seq_len, doc_stride, max_query_length)
+    train_path, dev_path, test_path, save_path, settings = common.stage_inputs(
+        student, data_dir, train_filename, dev_filename, test_filename, save_dir, "", max_seq_len, doc_stride,
+        max_query_length)
     max_seq_len, doc_stride, max_query_length = settings
     if teacher_top_k is not None and not fine_tune_only:
         check_top_k(teacher_top_k, max_seq_len, distillation_loss, tokenizer_alignment)
