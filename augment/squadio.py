@@ -16,16 +16,14 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import logging
-import os
 import shutil
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Tuple, Union
 
-from haystack_distill.io import atomic_write_text
+from haystack_distill.io import atomic_write_text, atomic_writer
 from haystack_distill.squad import SquadFormatError
 
 logger = logging.getLogger(__name__)
@@ -130,27 +128,16 @@ def load_squad_articles(path: PathLike, skip_bad_answers: bool = False) -> Tuple
 
 def write_squad_stream(path: PathLike, header: Dict[str, Any], article_json: Iterable[str]) -> Path:
     """Write ``{**header, "data": [...]}`` from already-serialised articles, atomically, without holding them all."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        with open(tmp, "w", encoding="utf-8") as handle:
-            handle.write("{")
-            for key, value in header.items():
-                handle.write(f"{json.dumps(key)}: {json.dumps(value, ensure_ascii=False)}, ")
-            handle.write('"data": [')
-            for i, text in enumerate(article_json):
-                handle.write(", " if i else "")
-                handle.write(text)
-            handle.write("]}\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    return path
+    with atomic_writer(path) as handle:
+        handle.write("{")
+        for key, value in header.items():
+            handle.write(f"{json.dumps(key)}: {json.dumps(value, ensure_ascii=False)}, ")
+        handle.write('"data": [')
+        for i, text in enumerate(article_json):
+            handle.write(", " if i else "")
+            handle.write(text)
+        handle.write("]}\n")
+    return Path(path)
 
 
 class Progress:

@@ -19,14 +19,15 @@ def _umask() -> int:
     return mask
 
 
-def atomic_write_text(path: PathLike, text: str, encoding: str = "utf-8") -> Path:
-    """Write ``text`` to ``path`` atomically (same-directory temp file + ``os.replace``)."""
+@contextlib.contextmanager
+def atomic_writer(path: PathLike, encoding: str = "utf-8") -> Iterator[Any]:
+    """Text handle on a same-directory temp file that replaces ``path`` (fsync + ``os.replace``) on success only."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding=encoding) as handle:
-            handle.write(text)
+            yield handle
             handle.flush()
             os.fsync(handle.fileno())
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the usual permissions
@@ -35,7 +36,13 @@ def atomic_write_text(path: PathLike, text: str, encoding: str = "utf-8") -> Pat
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
-    return path
+
+
+def atomic_write_text(path: PathLike, text: str, encoding: str = "utf-8") -> Path:
+    """Write ``text`` to ``path`` atomically (see :func:`atomic_writer`)."""
+    with atomic_writer(path, encoding) as handle:
+        handle.write(text)
+    return Path(path)
 
 
 def atomic_write_json(path: PathLike, obj: Any, indent: int = 2) -> Path:
