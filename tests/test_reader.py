@@ -216,3 +216,16 @@ def test_top_k_teacher_cache(readers, tiny_squad, tmp_path):
     dense, top4 = np.load(stored["dense"], mmap_mode="r"), np.load(stored["top4"], mmap_mode="r")
     assert dense.shape[1:] == (96, 2) and top4.shape == (dense.shape[0], 2, 9) and top4.dtype == np.float16
     assert any(not torch.equal(weights["top4"][n], v) for n, v in weights["dense"].items())
+
+
+def test_distil_reader_cli(tiny_models, tiny_squad, tmp_path, capsys):
+    from haystack_distill.cli import main
+
+    code = main(["distil-reader", "--teacher", str(tiny_models["teacher"]), "--student", str(tiny_models["student"]),
+                 "--data-dir", str(tiny_squad), "--train-filename", "train.json", "--save-dir", str(tmp_path / "out"),
+                 "--epochs", "1", "--batch-size", "8", "--max-seq-len", "96", "--doc-stride", "32",
+                 "--max-query-length", "24", "--cpu", "--teacher-top-k", "8", "--temperature", "2"])
+    metrics = json.loads(capsys.readouterr().out)
+    assert code == 0 and metrics["global_step"] > 0
+    record = json.loads((tmp_path / "out" / "distillation.json").read_text())
+    assert record["teacher_top_k"] == "8" and record["temperature"] == "2.0"

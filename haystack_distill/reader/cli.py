@@ -10,14 +10,16 @@ from typing import Any
 def _handler(args: argparse.Namespace) -> int:
     from . import DistillableFARMReader
 
-    kw = dict(use_gpu=not args.cpu, max_seq_len=args.max_seq_len, doc_stride=args.doc_stride, progress_bar=False)
+    kw = dict(use_gpu=not args.cpu, max_seq_len=args.max_seq_len, doc_stride=args.doc_stride,
+              max_query_length=args.max_query_length, progress_bar=False)
     teacher = DistillableFARMReader(args.teacher, **kw)
     student = DistillableFARMReader(args.student, **kw)
     metrics = student.distil_prediction_layer_from(
         teacher, data_dir=args.data_dir, train_filename=args.train_filename, dev_filename=args.dev_filename,
         batch_size=args.batch_size, n_epochs=args.epochs, learning_rate=args.learning_rate, save_dir=args.save_dir,
         distillation_loss=args.loss, distillation_loss_weight=args.weight, temperature=args.temperature,
-        caching=args.caching, seed=args.seed, resume=args.resume, checkpoint_every=args.checkpoint_every)
+        caching=args.caching, seed=args.seed, resume=args.resume, checkpoint_every=args.checkpoint_every,
+        teacher_top_k=args.teacher_top_k)
     print(json.dumps(metrics, indent=2, default=str))
     return 0
 
@@ -39,7 +41,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--max-seq-len", type=int, default=256)
     p.add_argument("--doc-stride", type=int, default=128)
+    p.add_argument("--max-query-length", type=int, default=64)
     p.add_argument("--caching", action="store_true", help="keep teacher logits on disk for later runs")
+    p.add_argument("--teacher-top-k", type=int, help="cache only the teacher's k most likely start/end positions")
     p.add_argument("--checkpoint-every", type=int)
     p.add_argument("--resume", action="store_true")
     p.add_argument("--seed", type=int, default=42)
