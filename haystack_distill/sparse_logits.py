@@ -72,10 +72,15 @@ def encode_top_k(logits: Tensor, valid_mask: Optional[Tensor], k: int, temperatu
 
 
 def decode_top_k(packed: Tensor, seq_len: int) -> Tensor:
-    """Dense ``[B, S, 2]`` logits from :func:`encode_top_k`'s output (fill everywhere but the kept positions)."""
+    """Dense ``[B, S, 2]`` logits from :func:`encode_top_k`'s output (fill everywhere but the kept positions).
+
+    ``seq_len`` may be shorter than the encoded one (a batch cut to its longest row): kept positions past it
+    are padding, never valid, and are dropped.
+    """
     k = (packed.shape[-1] - 1) // 2
     packed = packed.float()
     values, positions, fill = packed[..., :k], packed[..., k : 2 * k].round().long(), packed[..., 2 * k :]
-    dense = fill.expand(*packed.shape[:2], seq_len).clone()
+    width = max(seq_len, int(positions.max()) + 1)
+    dense = fill.expand(*packed.shape[:2], width).clone()
     dense.scatter_(-1, positions, values)
-    return dense.transpose(1, 2)
+    return dense[..., :seq_len].transpose(1, 2)

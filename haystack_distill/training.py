@@ -15,7 +15,7 @@ import random
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -49,6 +49,10 @@ class TrainConfig:
     checkpoints_to_keep: int = 3
     resume: Union[bool, str] = False
     show_progress: bool = True
+    # length_key (e.g. "padding_mask"): batch rows of similar length together and cut the columns of
+    # sequence_keys to the longest row of each batch; the padding no row needs is never computed.
+    length_key: Optional[str] = None
+    sequence_keys: Tuple[str, ...] = ()
     run_fields: Dict[str, Any] = field(default_factory=dict)
 
 
@@ -222,8 +226,36 @@ def _rows_of(values: Any, indices: Tensor) -> Tensor:
     return values[indices]
 
 
-def _collate(dataset: Dict[str, Any], indices: Tensor, device: str) -> Batch:
-    return {name: _rows_of(values, indices).to(device) for name, values in dataset.items()}
+def _collate(dataset: Dict[str, Any], indices: Tensor, device: str, length_key: Optional[str] = None,
+             sequence_keys: Sequence[str] = ()) -> Batch:
+    batch = {name: _rows_of(values, indices) for name, values in dataset.items()}
+    if length_key is not None:
+        longest = int(batch[length_key].sum(1).max())
+        for name in sequence_keys:
+            if name in batch:
+                batch[name] = batch[name][:, :longest]
+    return {name: values.to(device) for name, values in batch.items()}
+
+
+def epoch_order(n_rows: int, batch_size: int, seed: int, lengths: Optional[Tensor] = None,
+                group: int = 50) -> Tensor:
+    """Row order of one epoch: a seeded permutation, or with ``lengths`` length-grouped batches in random order.
+
+    Grouping sorts each run of ``group * batch_size`` shuffled rows by length, cuts it into batches and shuffles
+    the full batches (a short last batch stays last), so rows in a batch have similar lengths and the
+    order is still random and reproducible from ``seed`` (exact resume).
+    """
+    generator = torch.Generator().manual_seed(seed)
+    order = torch.randperm(n_rows, generator=generator)
+    if lengths is None:
+        return order
+    chunk = group * batch_size
+    parts = [order[i : i + chunk] for i in range(0, n_rows, chunk)]
+    order = torch.cat([p[torch.argsort(lengths[p], descending=True, stable=True)] for p in parts])
+    batches = list(order.split(batch_size))
+    tail = [batches.pop()] if len(batches[-1]) < batch_size else []
+    shuffled = [batches[i] for i in torch.randperm(len(batches), generator=generator)]
+    return torch.cat(shuffled + tail)
 
 
 def _average_gradients(params: List[Tensor]) -> None:
@@ -303,11 +335,12 @@ def train(
     if config.use_amp and not amp:
         logger.info("use_amp=True ignored: AMP needs a CUDA device, training on %s in fp32", config.device)
     scaler = torch.amp.GradScaler("cuda") if amp else None
+    lengths = None if config.length_key is None else torch.as_tensor(np.asarray(dataset[config.length_key])).sum(1)
     last_loss, metrics, stopped = float("nan"), {}, False
     bar = tqdm(total=steps_per_epoch * config.n_epochs, initial=progress["global_step"], desc="training",
                disable=not config.show_progress or rank != 0)
     for epoch in range(progress["epoch"], config.n_epochs):
-        order = torch.randperm(n_rows, generator=torch.Generator().manual_seed(config.seed + epoch))
+        order = epoch_order(n_rows, config.batch_size, config.seed + epoch, lengths)
         start = progress["batch"] if epoch == progress["epoch"] else 0
         for model_ in modules.values():
             model_.train()
@@ -318,7 +351,8 @@ def train(
                 # weight each rank's mean loss by its share of the global batch: gradients then average exactly
                 share = len(local_idx) * world_size / len(global_idx)
                 with torch.autocast("cuda", enabled=amp):
-                    loss = loss_fn(_collate(dataset, local_idx, config.device)) * share / config.grad_acc_steps
+                    batch = _collate(dataset, local_idx, config.device, config.length_key, config.sequence_keys)
+                    loss = loss_fn(batch) * share / config.grad_acc_steps
                 (scaler.scale(loss) if scaler else loss).backward()
                 last_loss = float(loss.detach()) * config.grad_acc_steps / share
             if (b_idx + 1) % config.grad_acc_steps and b_idx + 1 != batches_per_epoch:
@@ -363,5 +397,6 @@ def train(
 
 def config_fields(config: TrainConfig) -> Dict[str, Any]:
     """The config fields that must match for a resume to be exact."""
-    keys = ("n_epochs", "batch_size", "learning_rate", "warmup_proportion", "grad_acc_steps", "seed", "weight_decay")
+    keys = ("n_epochs", "batch_size", "learning_rate", "warmup_proportion", "grad_acc_steps", "seed", "weight_decay",
+            "length_key")
     return {k: v for k, v in asdict(config).items() if k in keys}

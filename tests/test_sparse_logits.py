@@ -74,3 +74,10 @@ def test_fp16_storage_round_trips_positions():
 def test_validation_names_the_fix(k, seq_len, match):
     with pytest.raises(ValueError, match=match):
         validate_top_k(k, seq_len)
+
+
+def test_decode_to_a_shorter_batch_drops_padding_positions():
+    logits = torch.tensor([[[2.0, 2.0], [1.0, 1.0], [0.0, 0.0], [5.0, 5.0]]])
+    valid = torch.tensor([[True, True, False, False]])  # positions 2-3 are padding
+    packed = encode_top_k(logits, valid, k=3, temperature=1.0)  # k > valid: a padding position is kept too
+    assert decode_top_k(packed, seq_len=2)[0, :, 0].tolist() == [2.0, 1.0]

@@ -87,3 +87,28 @@ def test_loss_decreases(tmp_path):
     train(model, data, _loss_for(model), _config(tmp_path, n_epochs=30, learning_rate=5e-2, checkpoint_every=None))
     model.eval()
     assert ((model(data["x"]) - data["y"]) ** 2).mean().item() < 0.5 * before
+
+
+def test_length_grouped_epoch_order():
+    from haystack_distill.training import epoch_order
+
+    lengths = torch.tensor([(i * 37) % 100 for i in range(103)])
+    order = epoch_order(103, 10, seed=3, lengths=lengths, group=5)
+    assert sorted(order.tolist()) == list(range(103))  # a permutation
+    assert torch.equal(order, epoch_order(103, 10, seed=3, lengths=lengths, group=5))  # reproducible
+    assert not torch.equal(order, epoch_order(103, 10, seed=4, lengths=lengths, group=5))
+    batches = order[:100].view(10, 10)
+    spread = (lengths[batches].max(1).values - lengths[batches].min(1).values).float().mean()
+    plain = epoch_order(103, 10, seed=3)[:100].view(10, 10)
+    plain_spread = (lengths[plain].max(1).values - lengths[plain].min(1).values).float().mean()
+    assert spread < plain_spread / 2  # rows of a batch have similar lengths
+
+
+def test_collate_cuts_sequence_columns_to_the_longest_row():
+    from haystack_distill.training import _collate
+
+    mask = torch.tensor([[1, 1, 0, 0, 0], [1, 1, 1, 0, 0], [1, 1, 1, 1, 1]])
+    data = {"padding_mask": mask, "input_ids": torch.arange(15).view(3, 5), "labels": torch.zeros(3, 6, 2)}
+    batch = _collate(data, torch.tensor([0, 1]), "cpu", "padding_mask", ("padding_mask", "input_ids"))
+    assert batch["input_ids"].tolist() == [[0, 1, 2], [5, 6, 7]] and batch["padding_mask"].shape == (2, 3)
+    assert batch["labels"].shape == (2, 6, 2)  # not a sequence field: untouched

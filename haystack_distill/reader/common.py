@@ -272,6 +272,16 @@ def teacher_span_logits(teacher: Any, features: Dict[str, torch.Tensor], batch_s
     return out
 
 
+SEQUENCE_FEATURES = ("input_ids", "padding_mask", "segment_ids", "span_mask")
+
+
+def batching(group_by_length: bool, extra_sequence_keys: Sequence[str] = ()) -> Dict[str, Any]:
+    """TrainConfig fields for length-grouped batches cut to their longest row (``[N, S, ...]`` features only)."""
+    if not group_by_length:
+        return {}
+    return {"length_key": "padding_mask", "sequence_keys": SEQUENCE_FEATURES + tuple(extra_sequence_keys)}
+
+
 def freeze_confidence_temperature(model: Any) -> None:
     """Keep the QA head's calibration scalar out of training (Haystack trains it by accident)."""
     for name, param in model.named_parameters():

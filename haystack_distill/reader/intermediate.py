@@ -166,7 +166,7 @@ def distil_intermediate_layers(student: Any, teacher: Any, *, data_dir: str, tra
                                attention_weight: float = 1.0, attention_loss: str = "scores",
                                kd_mask: str = "span", resume: Union[bool, str] = False,
                                doc_stride: Optional[int] = None, max_query_length: Optional[int] = None,
-                               show_progress: bool = True) -> Dict[str, Any]:
+                               show_progress: bool = True, group_by_length: bool = True) -> Dict[str, Any]:
     """Run the stage (joining torch.distributed first when launched by torchrun).
 
     See :meth:`DistillationMixin.distil_intermediate_layers_from` for the arguments.
@@ -202,7 +202,8 @@ def distil_intermediate_layers(student: Any, teacher: Any, *, data_dir: str, tra
         grad_acc_steps=grad_acc_steps, seed=seed, use_amp=use_amp, device=str(device),
         evaluate_every=evaluate_every if dev_paras else 0,
         checkpoint_dir=str(Path(checkpoint_root_dir) / "intermediate_layers"), checkpoint_every=checkpoint_every,
-        checkpoints_to_keep=checkpoints_to_keep, resume=resume, show_progress=show_progress)
+        checkpoints_to_keep=checkpoints_to_keep, resume=resume, show_progress=show_progress,
+        **common.batching(group_by_length))
     config.run_fields = {
         **config_fields(config), "stage": "intermediate_layers", "mapping": loss_fn.mapping,
         "attention_loss": attention_loss, "weights": [embedding_weight, hidden_weight, attention_weight],

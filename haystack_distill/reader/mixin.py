@@ -73,6 +73,7 @@ class DistillationMixin:
         show_progress: bool = True,
         tokenizer_alignment: Optional[str] = None,
         teacher_top_k: Optional[int] = None,
+        group_by_length: bool = True,
     ) -> Dict[str, Any]:
         """Train this reader (the student) to match ``teacher_model``'s start/end distributions and the labels.
 
@@ -110,6 +111,8 @@ class DistillationMixin:
                 gives the rest their exact total probability at ``temperature``) instead of all ``max_seq_len``:
                 the cache shrinks from ``8 * max_seq_len`` to ``4 * (2k + 1)`` bytes per feature. For
                 ``"kl_div"``/``"soft_ce"``; see :mod:`haystack_distill.sparse_logits`.
+            group_by_length: batch features of similar length together (random batch order, reproducible) and
+                drop the padding no feature of a batch needs; ``False`` gives plain shuffled batches.
 
         Returns:
             dict with ``loss``, ``global_step``, ``teacher_seconds``, ``train_seconds``, ``save_dir`` and, given
@@ -127,7 +130,7 @@ class DistillationMixin:
             temperature=temperature, processor=processor, grad_acc_steps=grad_acc_steps,
             early_stopping=early_stopping, seed=seed, kd_mask=kd_mask, resume=resume, doc_stride=doc_stride,
             max_query_length=max_query_length, show_progress=show_progress, tokenizer_alignment=tokenizer_alignment,
-            teacher_top_k=teacher_top_k,
+            teacher_top_k=teacher_top_k, group_by_length=group_by_length,
         )
 
     def distil_intermediate_layers_from(
@@ -173,6 +176,7 @@ class DistillationMixin:
         doc_stride: Optional[int] = None,
         max_query_length: Optional[int] = None,
         show_progress: bool = True,
+        group_by_length: bool = True,
     ) -> Dict[str, Any]:
         """TinyBERT stage 1: match the teacher's embeddings, hidden states and attention, layer by layer.
 
@@ -189,7 +193,8 @@ class DistillationMixin:
             embedding_weight, hidden_weight, attention_weight: weights of the three intermediate terms.
             attention_loss: ``"scores"`` (MSE of masked pre-softmax scores), ``"kl"`` (KL of attention
                 distributions; needs eager attention) or ``"none"``.
-            seed, kd_mask, resume, doc_stride, max_query_length: as in :meth:`distil_prediction_layer_from`
+            seed, kd_mask, resume, doc_stride, max_query_length, group_by_length: as in
+                :meth:`distil_prediction_layer_from`
                 (checkpoints go to ``checkpoint_root_dir/intermediate_layers``).
 
         Returns the same metrics dict as :meth:`distil_prediction_layer_from`, plus the last value of each term.
@@ -207,7 +212,7 @@ class DistillationMixin:
             early_stopping=early_stopping, seed=seed, layer_mapping=layer_mapping,
             embedding_weight=embedding_weight, hidden_weight=hidden_weight, attention_weight=attention_weight,
             attention_loss=attention_loss, kd_mask=kd_mask, resume=resume, doc_stride=doc_stride,
-            max_query_length=max_query_length, show_progress=show_progress,
+            max_query_length=max_query_length, show_progress=show_progress, group_by_length=group_by_length,
         )
 
     def distil_tinybert_from(self, teacher_model: Any, data_dir: str, train_filename: str, save_dir: str, *,

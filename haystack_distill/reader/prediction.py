@@ -92,7 +92,7 @@ def distil_prediction_layer(student: Any, teacher: Optional[Any], *, data_dir: s
                             resume: Union[bool, str] = False, doc_stride: Optional[int] = None,
                             max_query_length: Optional[int] = None, show_progress: bool = True,
                             tokenizer_alignment: Optional[str] = None,
-                            teacher_top_k: Optional[int] = None) -> Dict[str, Any]:
+                            teacher_top_k: Optional[int] = None, group_by_length: bool = True) -> Dict[str, Any]:
     """Run the stage (joining torch.distributed first when launched by torchrun).
 
     See :meth:`DistillationMixin.distil_prediction_layer_from` for the arguments.
@@ -145,7 +145,8 @@ def distil_prediction_layer(student: Any, teacher: Optional[Any], *, data_dir: s
             warmup_proportion=warmup_proportion, grad_acc_steps=grad_acc_steps, seed=seed, use_amp=use_amp,
             device=str(device), evaluate_every=evaluate_every if dev_paras else 0,
             checkpoint_dir=str(Path(checkpoint_root_dir) / "prediction_layer"), checkpoint_every=checkpoint_every,
-            checkpoints_to_keep=checkpoints_to_keep, resume=resume, show_progress=show_progress)
+            checkpoints_to_keep=checkpoints_to_keep, resume=resume, show_progress=show_progress,
+            **common.batching(group_by_length, () if teacher_top_k and not fine_tune_only else ("teacher_logits",)))
         config.run_fields = {**config_fields(config), "stage": "prediction_layer", "loss": str(distillation_loss),
                              "temperature": temperature, "weight": distillation_loss_weight, "kd_mask": kd_mask,
                              "teacher_top_k": teacher_top_k, "train_file": train_path.name,
