@@ -229,3 +229,19 @@ def test_distil_reader_cli(tiny_models, tiny_squad, tmp_path, capsys):
     assert code == 0 and metrics["global_step"] > 0
     record = json.loads((tmp_path / "out" / "distillation.json").read_text())
     assert record["teacher_top_k"] == "8" and record["temperature"] == "2.0"
+
+
+def test_teacher_pass_on_cut_batches_matches_the_padded_forward(readers, tiny_squad, tmp_path):
+    from haystack_distill.reader import common
+
+    teacher, _ = readers
+    proc = common.build_processor(teacher, 96, 32, 24)
+    feats = common.featurize(proc, common.read_paragraphs(tiny_squad / "train.json"))
+    cached = common.teacher_span_logits(teacher, feats, 5, torch.device("cpu"), tmp_path, {"test": 1})
+    with torch.no_grad():
+        full = teacher.inferencer.model.eval().forward(
+            **{k: feats[k] for k in ("input_ids", "segment_ids", "padding_mask")})[0]
+    real = feats["padding_mask"].bool()
+    assert (~real).any()  # the data has padding, so rows were really cut
+    torch.testing.assert_close(torch.from_numpy(np.asarray(cached, dtype=np.float32))[real], full[real],
+                               atol=2e-2, rtol=2e-3)  # fp16 storage

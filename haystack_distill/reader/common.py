@@ -242,7 +242,7 @@ def teacher_span_logits(teacher: Any, features: Dict[str, torch.Tensor], batch_s
     """
     from tqdm.auto import tqdm
 
-    from ..sparse_logits import encode_top_k, packed_width
+    from ..sparse_logits import EMPTY, encode_top_k, packed_width
 
     model = teacher.inferencer.model
     n_rows, seq_len = features["input_ids"].shape
@@ -250,20 +250,37 @@ def teacher_span_logits(teacher: Any, features: Dict[str, torch.Tensor], batch_s
     if top_k is not None:
         key = {**key, "top_k": top_k[0], "top_k_temperature": top_k[1], "top_k_mask": getattr(top_k[2], "mask", "")}
 
+    amp = use_amp and device.type == "cuda"
+
+    def forward(rows: torch.Tensor) -> torch.Tensor:
+        """Logits of ``rows`` computed on their longest real length; positions past it get EMPTY (padding)."""
+        longest = int(features["padding_mask"][rows].sum(1).max())
+        inputs = {n: features[n][rows, :longest].to(device) for n in ("input_ids", "segment_ids", "padding_mask")}
+        with torch.inference_mode(), torch.autocast("cuda", enabled=amp):
+            logits = model.forward(**inputs)[0].float().cpu()
+        full = torch.full((len(rows), seq_len, 2), EMPTY)
+        full[:, :longest] = logits
+        if top_k is None:
+            return full
+        k, temperature, valid_mask_fn = top_k
+        return encode_top_k(full, valid_mask_fn({n: features[n][rows] for n in ("span_mask", "padding_mask")}), k,
+                            temperature)
+
     def produce():
+        """Row-order blocks; inside a block, batches of similar length so little padding is computed."""
         model.to(device).eval()
-        amp = use_amp and device.type == "cuda"
-        for start in tqdm(range(0, n_rows, batch_size), desc="teacher pass"):
-            sl = slice(start, start + batch_size)
-            with torch.inference_mode(), torch.autocast("cuda", enabled=amp):
-                logits = model.forward(input_ids=features["input_ids"][sl].to(device),
-                                       segment_ids=features["segment_ids"][sl].to(device),
-                                       padding_mask=features["padding_mask"][sl].to(device))[0].float().cpu()
-            if top_k is not None:
-                k, temperature, valid_mask_fn = top_k
-                masks = {n: features[n][sl] for n in ("span_mask", "padding_mask")}
-                logits = encode_top_k(logits, valid_mask_fn(masks), k, temperature)
-            yield logits.numpy()
+        lengths = features["padding_mask"].sum(1)
+        block = batch_size * 32
+        bar = tqdm(total=-(-n_rows // batch_size), desc="teacher pass")
+        for first in range(0, n_rows, block):
+            rows = torch.arange(first, min(first + block, n_rows))
+            rows = rows[torch.argsort(lengths[rows], descending=True, stable=True)]
+            out = torch.empty((len(rows), *row_shape))
+            for b in range(0, len(rows), batch_size):
+                out[rows[b : b + batch_size] - first] = forward(rows[b : b + batch_size])
+                bar.update(1)
+            yield out.numpy()
+        bar.close()
 
     started = time.perf_counter()
     out = cached_outputs_all_ranks(cache_dir, key, n_rows, row_shape, produce)

@@ -100,7 +100,8 @@ class DistillationMixin:
         Keyword-only extras:
             seed: was hard-coded to 42.
             kd_mask: ``"span"`` (context tokens + no-answer, default), ``"padding"`` (all real tokens) or
-                ``"none"`` (1.26.4's behaviour: every position, padding included).
+                ``"none"`` (close to 1.26.4: every position up to the batch's longest feature, question and
+                special tokens included; padding past it is left out).
             resume: ``True`` to continue from the newest checkpoint, or a checkpoint path; refuses a checkpoint of
                 a different run.
             doc_stride, max_query_length: default to the reader's own values.
