@@ -145,12 +145,23 @@ def _count_features(cfg, run, reader) -> int:
 
 
 def stage_ours_kd(cfg, run, out, layers, **_):
+    return _ours_kd(cfg, run, out, layers, KD, "")
+
+
+def stage_ours_kd_6to1(cfg, run, out, layers, **_):
+    """Ours with weight 6/7: the 6:1 KD:hard balance that Haystack's weight 0.75 gives (it sums KL(start) and
+    KL(end) but averages the hard loss; ours averages both, so 0.75 is 3:1 here)."""
+    return _ours_kd(cfg, run, out, layers, {**KD, "distillation_loss_weight": 6 / 7}, "-6to1")
+
+
+def _ours_kd(cfg, run, out, layers, kd: Dict[str, float], tag: str) -> Dict[str, Any]:
+    """Our prediction-layer KD; ``tag`` keeps its own cache and checkpoints, so each run pays its teacher pass."""
     teacher, student = _student(cfg, run, layers)
-    cache = run / f"cache-{layers}l"
+    cache = run / f"cache{tag}-{layers}l"
     metrics = student.distil_prediction_layer_from(
         teacher, data_dir=str(run / "data"), train_filename="train.json", batch_size=BATCH,
         n_epochs=cfg["epochs"], learning_rate=LR, save_dir=str(out), evaluate_every=0, caching=True,
-        cache_path=cache, checkpoint_root_dir=run / f"ours-ckpt-{layers}l", teacher_top_k=TOP_K, **KD)
+        cache_path=cache, checkpoint_root_dir=run / f"ours{tag}-ckpt-{layers}l", teacher_top_k=TOP_K, **kd)
     files = list((cache / "teacher_outputs").rglob("outputs.npy"))
     metrics["teacher_cache_mb"] = sum(f.stat().st_size for f in files) / 2**20
     metrics["teacher_cache_note"] = f"top-{TOP_K} fp16 memory-mapped file on disk, train set only"
@@ -198,9 +209,11 @@ def stage_ours_aug(cfg, run, out, layers, **_):
 
 
 STAGES = {"teacher": stage_teacher, "augment": stage_augment, "no_kd": stage_no_kd, "haystack_kd": stage_haystack_kd,
-          "ours_kd": stage_ours_kd, "ours_tinybert": stage_ours_tinybert, "ours_aug": stage_ours_aug}
+          "ours_kd": stage_ours_kd, "ours_kd_6to1": stage_ours_kd_6to1, "ours_tinybert": stage_ours_tinybert,
+          "ours_aug": stage_ours_aug}
 LABELS = {"no_kd": "student {l}L, fine-tuned, no KD", "haystack_kd": "student {l}L, Haystack 1.26.4 KD",
           "ours_kd": "student {l}L, ours: prediction-layer KD",
+          "ours_kd_6to1": "student {l}L, ours: prediction-layer KD, weight 6/7 (Haystack's 6:1 KD:hard balance)",
           "ours_tinybert": "student {l}L, ours: intermediate + prediction KD",
           "ours_aug": "student {l}L, ours: intermediate (augmented data) + prediction KD"}
 
@@ -241,9 +254,11 @@ def orchestrate(profile: str, only: List[str]) -> List[Dict[str, Any]]:
 
 def job_order(layers: List[int]) -> List[tuple]:
     """Priority order, so a run cut short still answers the main questions: the teacher; Haystack's KD and ours back
-    to back on the largest student; our best recipe on every size; then the remaining baselines; augmentation."""
+    to back on the largest student; our best recipe and the KD-balance check on it; our best recipe on the other
+    sizes; then the remaining baselines; augmentation."""
     first, rest = layers[0], layers[1:]
-    order = [("teacher", 0), ("haystack_kd", first), ("ours_kd", first)] + [("ours_tinybert", n) for n in layers]
+    order = [("teacher", 0), ("haystack_kd", first), ("ours_kd", first), ("ours_tinybert", first),
+             ("ours_kd_6to1", first)] + [("ours_tinybert", n) for n in rest]
     order += [("no_kd", first)] + [(s, n) for n in rest for s in ("haystack_kd", "ours_kd", "no_kd")]
     return order + [("augment", 0)] + [("ours_aug", n) for n in layers]
 
