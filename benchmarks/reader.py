@@ -27,7 +27,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data" / "squad"
@@ -154,17 +154,22 @@ def stage_ours_kd_6to1(cfg, run, out, layers, **_):
     return _ours_kd(cfg, run, out, layers, {**KD, "distillation_loss_weight": 6 / 7}, "-6to1")
 
 
-def _ours_kd(cfg, run, out, layers, kd: Dict[str, float], tag: str) -> Dict[str, Any]:
+def stage_ours_kd_6to1_dense(cfg, run, out, layers, **_):
+    """As ``ours_kd_6to1`` with the teacher's full start/end logits cached (no top-k), to isolate the top-k cut."""
+    return _ours_kd(cfg, run, out, layers, {**KD, "distillation_loss_weight": 6 / 7}, "-6to1-dense", top_k=None)
+
+
+def _ours_kd(cfg, run, out, layers, kd: Dict[str, float], tag: str, top_k: Optional[int] = TOP_K) -> Dict[str, Any]:
     """Our prediction-layer KD; ``tag`` keeps its own cache and checkpoints, so each run pays its teacher pass."""
     teacher, student = _student(cfg, run, layers)
     cache = run / f"cache{tag}-{layers}l"
     metrics = student.distil_prediction_layer_from(
         teacher, data_dir=str(run / "data"), train_filename="train.json", batch_size=BATCH,
         n_epochs=cfg["epochs"], learning_rate=LR, save_dir=str(out), evaluate_every=0, caching=True,
-        cache_path=cache, checkpoint_root_dir=run / f"ours{tag}-ckpt-{layers}l", teacher_top_k=TOP_K, **kd)
+        cache_path=cache, checkpoint_root_dir=run / f"ours{tag}-ckpt-{layers}l", teacher_top_k=top_k, **kd)
     files = list((cache / "teacher_outputs").rglob("outputs.npy"))
     metrics["teacher_cache_mb"] = sum(f.stat().st_size for f in files) / 2**20
-    metrics["teacher_cache_note"] = f"top-{TOP_K} fp16 memory-mapped file on disk, train set only"
+    metrics["teacher_cache_note"] = f"{f'top-{top_k}' if top_k else 'dense'} fp16 memory-mapped file, train set only"
     return metrics
 
 
@@ -209,11 +214,13 @@ def stage_ours_aug(cfg, run, out, layers, **_):
 
 
 STAGES = {"teacher": stage_teacher, "augment": stage_augment, "no_kd": stage_no_kd, "haystack_kd": stage_haystack_kd,
-          "ours_kd": stage_ours_kd, "ours_kd_6to1": stage_ours_kd_6to1, "ours_tinybert": stage_ours_tinybert,
+          "ours_kd": stage_ours_kd, "ours_kd_6to1": stage_ours_kd_6to1,
+          "ours_kd_6to1_dense": stage_ours_kd_6to1_dense, "ours_tinybert": stage_ours_tinybert,
           "ours_aug": stage_ours_aug}
 LABELS = {"no_kd": "student {l}L, fine-tuned, no KD", "haystack_kd": "student {l}L, Haystack 1.26.4 KD",
           "ours_kd": "student {l}L, ours: prediction-layer KD",
           "ours_kd_6to1": "student {l}L, ours: prediction-layer KD, weight 6/7 (Haystack's 6:1 KD:hard balance)",
+          "ours_kd_6to1_dense": "student {l}L, ours: prediction-layer KD, weight 6/7, dense teacher cache (no top-k)",
           "ours_tinybert": "student {l}L, ours: intermediate + prediction KD",
           "ours_aug": "student {l}L, ours: intermediate (augmented data) + prediction KD"}
 
@@ -258,7 +265,7 @@ def job_order(layers: List[int]) -> List[tuple]:
     sizes; then the remaining baselines; augmentation."""
     first, rest = layers[0], layers[1:]
     order = [("teacher", 0), ("haystack_kd", first), ("ours_kd", first), ("ours_tinybert", first),
-             ("ours_kd_6to1", first)] + [("ours_tinybert", n) for n in rest]
+             ("ours_kd_6to1", first), ("ours_kd_6to1_dense", first)] + [("ours_tinybert", n) for n in rest]
     order += [("no_kd", first)] + [(s, n) for n in rest for s in ("haystack_kd", "ours_kd", "no_kd")]
     return order + [("augment", 0)] + [("ours_aug", n) for n in layers]
 
@@ -315,14 +322,15 @@ def plot(rows, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for r in rows:
-        ax.scatter(r["questions_per_second"], r["f1"])
-        ax.annotate(r["reader"], (r["questions_per_second"], r["f1"]), fontsize=7, xytext=(4, 2),
-                    textcoords="offset points")
+    fig, ax = plt.subplots(figsize=(8, 6))
+    markers = "osD^vP*Xhp"
+    for i, r in enumerate(rows):  # a legend, not labels at the points: students of one size share one speed
+        ax.scatter(r["questions_per_second"], r["f1"], marker=markers[i % len(markers)], s=50, alpha=0.8,
+                   label=f"{r['reader']}: F1 {r['f1']:.1f}")
     ax.set_xlabel("questions / s (CPU, same process)")
     ax.set_ylabel("F1 (SQuAD 1.1 dev subset)")
     ax.set_title("Reader F1 vs speed")
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=1, frameon=False)
     fig.tight_layout()
     tmp = path.with_name(f".{path.name}.tmp.png")
     fig.savefig(tmp, dpi=120)
