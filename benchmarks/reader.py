@@ -33,11 +33,11 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data" / "squad"
 PROFILES = {
     "quick": dict(train_articles=2, epochs=1, dev_articles=36, dev_questions=300, layers=[3], max_seq_len=256,
-                  doc_stride=128, aug_copies=2),
+                  doc_stride=128, aug_copies=2, kd_checks=False),
     # dev: articles 1-4 (1,680 questions), the set calibration.md measured Haystack's KD on; all 36 (8,123
     # questions) take about 13 min per 6-layer reader on 2 cores (--dev-articles 36).
     "full": dict(train_articles=10, epochs=2, dev_articles=4, dev_questions=None, layers=[3, 2], max_seq_len=256,
-                 doc_stride=128, aug_copies=1),
+                 doc_stride=128, aug_copies=1, kd_checks=True),
 }
 TOP_K = 32  # our teacher cache keeps the 32 most likely start/end positions per feature (sparse_logits.py)
 SPEED_QUESTIONS, REPEATS = 300, 3
@@ -246,7 +246,7 @@ def orchestrate(profile: str, only: List[str]) -> List[Dict[str, Any]]:
     cfg = PROFILES[profile]
     for run in {stage_dir(profile, cfg, "teacher"), run_dir(profile, cfg)}:
         write_subset("train-v2.0-10articles.json", cfg["train_articles"], run / "data" / "train.json")
-    for stage, layers in job_order(cfg["layers"]):
+    for stage, layers in job_order(cfg["layers"], cfg["kd_checks"]):
         if only and stage not in only:
             continue
         if (stage_dir(profile, cfg, stage) / f"{stage}-{layers}l.result.json").is_file():
@@ -259,13 +259,14 @@ def orchestrate(profile: str, only: List[str]) -> List[Dict[str, Any]]:
     return evaluate(profile)
 
 
-def job_order(layers: List[int]) -> List[tuple]:
+def job_order(layers: List[int], kd_checks: bool = True) -> List[tuple]:
     """Priority order, so a run cut short still answers the main questions: the teacher; Haystack's KD and ours back
-    to back on the largest student; our best recipe and the KD-balance check on it; our best recipe on the other
-    sizes; then the remaining baselines; augmentation."""
+    to back on the largest student; our best recipe on it; with ``kd_checks`` the KD-balance and dense-cache
+    variants of ours; our best recipe on the other sizes; then the remaining baselines; augmentation."""
     first, rest = layers[0], layers[1:]
-    order = [("teacher", 0), ("haystack_kd", first), ("ours_kd", first), ("ours_tinybert", first),
-             ("ours_kd_6to1", first), ("ours_kd_6to1_dense", first)] + [("ours_tinybert", n) for n in rest]
+    checks = [("ours_kd_6to1", first), ("ours_kd_6to1_dense", first)] if kd_checks else []
+    order = [("teacher", 0), ("haystack_kd", first), ("ours_kd", first), ("ours_tinybert", first), *checks]
+    order += [("ours_tinybert", n) for n in rest]
     order += [("no_kd", first)] + [(s, n) for n in rest for s in ("haystack_kd", "ours_kd", "no_kd")]
     return order + [("augment", 0)] + [("ours_aug", n) for n in layers]
 
