@@ -159,7 +159,13 @@ def stage_ours_kd_6to1_dense(cfg, run, out, layers, **_):
     return _ours_kd(cfg, run, out, layers, {**KD, "distillation_loss_weight": 6 / 7}, "-6to1-dense", top_k=None)
 
 
-def _ours_kd(cfg, run, out, layers, kd: Dict[str, float], tag: str, top_k: Optional[int] = TOP_K) -> Dict[str, Any]:
+def stage_ours_kd_6to1_nomask(cfg, run, out, layers, **_):
+    """As ``ours_kd_6to1_dense`` with the KD softmax over every position (``kd_mask="none"``), as Haystack's is."""
+    kd = {**KD, "distillation_loss_weight": 6 / 7, "kd_mask": "none"}
+    return _ours_kd(cfg, run, out, layers, kd, "-6to1-nomask", top_k=None)
+
+
+def _ours_kd(cfg, run, out, layers, kd: Dict[str, Any], tag: str, top_k: Optional[int] = TOP_K) -> Dict[str, Any]:
     """Our prediction-layer KD; ``tag`` keeps its own cache and checkpoints, so each run pays its teacher pass."""
     teacher, student = _student(cfg, run, layers)
     cache = run / f"cache{tag}-{layers}l"
@@ -215,12 +221,15 @@ def stage_ours_aug(cfg, run, out, layers, **_):
 
 STAGES = {"teacher": stage_teacher, "augment": stage_augment, "no_kd": stage_no_kd, "haystack_kd": stage_haystack_kd,
           "ours_kd": stage_ours_kd, "ours_kd_6to1": stage_ours_kd_6to1,
-          "ours_kd_6to1_dense": stage_ours_kd_6to1_dense, "ours_tinybert": stage_ours_tinybert,
+          "ours_kd_6to1_dense": stage_ours_kd_6to1_dense, "ours_kd_6to1_nomask": stage_ours_kd_6to1_nomask,
+          "ours_tinybert": stage_ours_tinybert,
           "ours_aug": stage_ours_aug}
 LABELS = {"no_kd": "student {l}L, fine-tuned, no KD", "haystack_kd": "student {l}L, Haystack 1.26.4 KD",
           "ours_kd": "student {l}L, ours: prediction-layer KD",
           "ours_kd_6to1": "student {l}L, ours: prediction-layer KD, weight 6/7 (Haystack's 6:1 KD:hard balance)",
           "ours_kd_6to1_dense": "student {l}L, ours: prediction-layer KD, weight 6/7, dense teacher cache (no top-k)",
+          "ours_kd_6to1_nomask": "student {l}L, ours: prediction-layer KD, weight 6/7, dense, KD over all positions "
+                                 "(kd_mask='none', as Haystack)",
           "ours_tinybert": "student {l}L, ours: intermediate + prediction KD",
           "ours_aug": "student {l}L, ours: intermediate (augmented data) + prediction KD"}
 
@@ -264,7 +273,7 @@ def job_order(layers: List[int], kd_checks: bool = True) -> List[tuple]:
     to back on the largest student; our best recipe on it; with ``kd_checks`` the KD-balance and dense-cache
     variants of ours; our best recipe on the other sizes; then the remaining baselines; augmentation."""
     first, rest = layers[0], layers[1:]
-    checks = [("ours_kd_6to1", first), ("ours_kd_6to1_dense", first)] if kd_checks else []
+    checks = [(s, first) for s in ("ours_kd_6to1", "ours_kd_6to1_dense", "ours_kd_6to1_nomask")] if kd_checks else []
     order = [("teacher", 0), ("haystack_kd", first), ("ours_kd", first), ("ours_tinybert", first), *checks]
     order += [("ours_tinybert", n) for n in rest]
     order += [("no_kd", first)] + [(s, n) for n in rest for s in ("haystack_kd", "ours_kd", "no_kd")]
