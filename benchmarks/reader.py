@@ -148,21 +148,24 @@ def stage_ours_kd(cfg, run, out, layers, **_):
     return _ours_kd(cfg, run, out, layers, KD, "")
 
 
-def stage_ours_kd_6to1(cfg, run, out, layers, **_):
-    """Ours with weight 6/7: the 6:1 KD:hard balance that Haystack's weight 0.75 gives (it sums KL(start) and
-    KL(end) but averages the hard loss; ours averages both, so 0.75 is 3:1 here)."""
-    return _ours_kd(cfg, run, out, layers, {**KD, "distillation_loss_weight": 6 / 7}, "-6to1")
+# Weight 6/7 is the 6:1 KD:hard balance that Haystack's weight 0.75 gives (it sums KL(start) and KL(end) but
+# averages the hard loss; ours averages both, so 0.75 is 3:1 here).
+HAYSTACK_BALANCE = {**KD, "distillation_loss_weight": 6 / 7}
+KD_CHECKS = {  # stage -> (KD settings, teacher top-k): the rows that isolate our gap to Haystack's KD, one change each
+    "ours_kd_6to1": (HAYSTACK_BALANCE, TOP_K),
+    "ours_kd_6to1_dense": (HAYSTACK_BALANCE, None),  # full start/end logits cached: the top-k cut
+    "ours_kd_6to1_nomask": ({**HAYSTACK_BALANCE, "kd_mask": "none"}, None),  # KD softmax over all positions
+}
 
 
-def stage_ours_kd_6to1_dense(cfg, run, out, layers, **_):
-    """As ``ours_kd_6to1`` with the teacher's full start/end logits cached (no top-k), to isolate the top-k cut."""
-    return _ours_kd(cfg, run, out, layers, {**KD, "distillation_loss_weight": 6 / 7}, "-6to1-dense", top_k=None)
+def stage_kd_check(stage: str):
+    """Stage function of one ``KD_CHECKS`` row; its cache and checkpoints are tagged by the stage name."""
+    kd, top_k = KD_CHECKS[stage]
+    tag = stage[len("ours_kd"):].replace("_", "-")
 
-
-def stage_ours_kd_6to1_nomask(cfg, run, out, layers, **_):
-    """As ``ours_kd_6to1_dense`` with the KD softmax over every position (``kd_mask="none"``), as Haystack's is."""
-    kd = {**KD, "distillation_loss_weight": 6 / 7, "kd_mask": "none"}
-    return _ours_kd(cfg, run, out, layers, kd, "-6to1-nomask", top_k=None)
+    def run_check(cfg, run, out, layers, **_):
+        return _ours_kd(cfg, run, out, layers, kd, tag, top_k=top_k)
+    return run_check
 
 
 def _ours_kd(cfg, run, out, layers, kd: Dict[str, Any], tag: str, top_k: Optional[int] = TOP_K) -> Dict[str, Any]:
@@ -220,10 +223,8 @@ def stage_ours_aug(cfg, run, out, layers, **_):
 
 
 STAGES = {"teacher": stage_teacher, "augment": stage_augment, "no_kd": stage_no_kd, "haystack_kd": stage_haystack_kd,
-          "ours_kd": stage_ours_kd, "ours_kd_6to1": stage_ours_kd_6to1,
-          "ours_kd_6to1_dense": stage_ours_kd_6to1_dense, "ours_kd_6to1_nomask": stage_ours_kd_6to1_nomask,
-          "ours_tinybert": stage_ours_tinybert,
-          "ours_aug": stage_ours_aug}
+          "ours_kd": stage_ours_kd, **{name: stage_kd_check(name) for name in KD_CHECKS},
+          "ours_tinybert": stage_ours_tinybert, "ours_aug": stage_ours_aug}
 LABELS = {"no_kd": "student {l}L, fine-tuned, no KD", "haystack_kd": "student {l}L, Haystack 1.26.4 KD",
           "ours_kd": "student {l}L, ours: prediction-layer KD",
           "ours_kd_6to1": "student {l}L, ours: prediction-layer KD, weight 6/7 (Haystack's 6:1 KD:hard balance)",
@@ -273,7 +274,7 @@ def job_order(layers: List[int], kd_checks: bool = True) -> List[tuple]:
     to back on the largest student; our best recipe on it; with ``kd_checks`` the KD-balance and dense-cache
     variants of ours; our best recipe on the other sizes; then the remaining baselines; augmentation."""
     first, rest = layers[0], layers[1:]
-    checks = [(s, first) for s in ("ours_kd_6to1", "ours_kd_6to1_dense", "ours_kd_6to1_nomask")] if kd_checks else []
+    checks = [(stage, first) for stage in KD_CHECKS] if kd_checks else []
     order = [("teacher", 0), ("haystack_kd", first), ("ours_kd", first), ("ours_tinybert", first), *checks]
     order += [("ours_tinybert", n) for n in rest]
     order += [("no_kd", first)] + [(s, n) for n in rest for s in ("haystack_kd", "ours_kd", "no_kd")]
