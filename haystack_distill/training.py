@@ -49,10 +49,17 @@ class TrainConfig:
     checkpoints_to_keep: int = 3
     resume: Union[bool, str] = False
     show_progress: bool = True
-    # length_key (e.g. "padding_mask"): batch rows of similar length together and cut the columns of
-    # sequence_keys to the longest row of each batch; the padding no row needs is never computed.
+    # length_key (e.g. "padding_mask"): compute each (randomly drawn) batch in ``length_splits`` slices of
+    # length-sorted rows, each with the columns of sequence_keys cut to its longest row (rounded up to a multiple
+    # of length_bucket, so few shapes recur), and accumulate: the gradient of the whole batch for losses that
+    # average over rows, with the padding no slice needs never computed.
     length_key: Optional[str] = None
     sequence_keys: Tuple[str, ...] = ()
+    length_splits: int = 4
+    length_bucket: int = 32
+    # group_by_length: also order the epoch so that a batch holds rows of one length bucket. Faster still, but
+    # length-homogeneous batches cost our 3-layer SQuAD student about 3 F1 (BENCHMARKS.md), so it is off.
+    group_by_length: bool = False
     run_fields: Dict[str, Any] = field(default_factory=dict)
 
 
@@ -227,31 +234,53 @@ def _rows_of(values: Any, indices: Tensor) -> Tensor:
 
 
 def _collate(dataset: Dict[str, Any], indices: Tensor, device: str, length_key: Optional[str] = None,
-             sequence_keys: Sequence[str] = ()) -> Batch:
+             sequence_keys: Sequence[str] = (), bucket: int = 1) -> Batch:
+    """Rows ``indices``; with ``length_key`` the ``sequence_keys`` columns are cut to the longest row, rounded up
+    to a multiple of ``bucket`` (a few batch widths instead of one per length, so allocations are reused)."""
     batch = {name: _rows_of(values, indices) for name, values in dataset.items()}
     if length_key is not None:
-        longest = int(batch[length_key].sum(1).max())
+        longest = -(-int(batch[length_key].sum(1).max()) // bucket) * bucket
         for name in sequence_keys:
             if name in batch:
                 batch[name] = batch[name][:, :longest]
     return {name: values.to(device) for name, values in batch.items()}
 
 
+def length_slices(indices: Tensor, lengths: Optional[Tensor], splits: int) -> List[Tuple[Tensor, float]]:
+    """``indices`` sorted by length and cut into ``splits`` slices, each with its share of the rows.
+
+    Weighting a slice's mean loss by its share gives the mean over all rows, so the accumulated gradient is the
+    whole batch's; short slices are then computed without the long rows' padding.
+
+    Example:
+        >>> import torch
+        >>> [(s.tolist(), f) for s, f in length_slices(torch.tensor([0, 1, 2, 3]), torch.tensor([9, 2, 5, 1]), 2)]
+        [([3, 1], 0.5), ([2, 0], 0.5)]
+    """
+    if lengths is None or splits <= 1 or len(indices) < 2:
+        return [(indices, 1.0)]
+    ordered = indices[torch.argsort(lengths[indices], stable=True)]
+    return [(part, len(part) / len(indices)) for part in ordered.tensor_split(min(splits, len(indices)))]
+
+
 def epoch_order(n_rows: int, batch_size: int, seed: int, lengths: Optional[Tensor] = None,
-                group: int = 50) -> Tensor:
+                group: int = 50, bucket: int = 32) -> Tensor:
     """Row order of one epoch: a seeded permutation, or with ``lengths`` length-grouped batches in random order.
 
-    Grouping sorts each run of ``group * batch_size`` shuffled rows by length, cuts it into batches and shuffles
-    the full batches (a short last batch stays last), so rows in a batch have similar lengths and the
-    order is still random and reproducible from ``seed`` (exact resume).
+    Grouping sorts each run of ``group * batch_size`` shuffled rows by length bucket (``ceil(length / bucket)``;
+    the shuffled order is kept inside a bucket), cuts it into batches and shuffles the full batches (a short last
+    batch stays last), so rows in a batch have similar lengths and the order is still random and reproducible
+    from ``seed`` (exact resume). ``bucket=1`` sorts by exact length, which also batches near-duplicates (a SQuAD
+    paragraph's questions) together.
     """
     generator = torch.Generator().manual_seed(seed)
     order = torch.randperm(n_rows, generator=generator)
     if lengths is None:
         return order
     chunk = group * batch_size
+    keys = -(-lengths // bucket)
     parts = [order[i : i + chunk] for i in range(0, n_rows, chunk)]
-    order = torch.cat([p[torch.argsort(lengths[p], descending=True, stable=True)] for p in parts])
+    order = torch.cat([p[torch.argsort(keys[p], descending=True, stable=True)] for p in parts])
     batches = list(order.split(batch_size))
     tail = [batches.pop()] if len(batches[-1]) < batch_size else []
     shuffled = [batches[i] for i in torch.randperm(len(batches), generator=generator)]
@@ -336,11 +365,13 @@ def train(
         logger.info("use_amp=True ignored: AMP needs a CUDA device, training on %s in fp32", config.device)
     scaler = torch.amp.GradScaler("cuda") if amp else None
     lengths = None if config.length_key is None else torch.as_tensor(np.asarray(dataset[config.length_key])).sum(1)
+    splits = 1 if lengths is None else config.length_splits
     last_loss, metrics, stopped = float("nan"), {}, False
     bar = tqdm(total=steps_per_epoch * config.n_epochs, initial=progress["global_step"], desc="training",
                disable=not config.show_progress or rank != 0)
     for epoch in range(progress["epoch"], config.n_epochs):
-        order = epoch_order(n_rows, config.batch_size, config.seed + epoch, lengths)
+        order = epoch_order(n_rows, config.batch_size, config.seed + epoch,
+                            lengths if config.group_by_length else None, bucket=config.length_bucket)
         start = progress["batch"] if epoch == progress["epoch"] else 0
         for model_ in modules.values():
             model_.train()
@@ -350,11 +381,15 @@ def train(
             if len(local_idx):
                 # weight each rank's mean loss by its share of the global batch: gradients then average exactly
                 share = len(local_idx) * world_size / len(global_idx)
-                with torch.autocast("cuda", enabled=amp):
-                    batch = _collate(dataset, local_idx, config.device, config.length_key, config.sequence_keys)
-                    loss = loss_fn(batch) * share / config.grad_acc_steps
-                (scaler.scale(loss) if scaler else loss).backward()
-                last_loss = float(loss.detach()) * config.grad_acc_steps / share
+                total = 0.0
+                for rows, fraction in length_slices(local_idx, lengths, splits):
+                    with torch.autocast("cuda", enabled=amp):
+                        batch = _collate(dataset, rows, config.device, config.length_key, config.sequence_keys,
+                                         config.length_bucket)
+                        loss = loss_fn(batch) * fraction * share / config.grad_acc_steps
+                    (scaler.scale(loss) if scaler else loss).backward()
+                    total += float(loss.detach())
+                last_loss = total * config.grad_acc_steps / share
             if (b_idx + 1) % config.grad_acc_steps and b_idx + 1 != batches_per_epoch:
                 continue
             _average_gradients(params)
@@ -398,5 +433,5 @@ def train(
 def config_fields(config: TrainConfig) -> Dict[str, Any]:
     """The config fields that must match for a resume to be exact."""
     keys = ("n_epochs", "batch_size", "learning_rate", "warmup_proportion", "grad_acc_steps", "seed", "weight_decay",
-            "length_key")
+            "length_key", "length_bucket", "group_by_length")
     return {k: v for k, v in asdict(config).items() if k in keys}

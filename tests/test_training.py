@@ -104,6 +104,57 @@ def test_length_grouped_epoch_order():
     assert spread < plain_spread / 2  # rows of a batch have similar lengths
 
 
+def test_length_buckets_do_not_batch_near_duplicates_together():
+    from haystack_distill.training import epoch_order
+
+    # 20 "paragraphs" of 5 questions each; a paragraph's rows share one length, all lengths fall in one 32-bucket
+    paragraph = torch.arange(20).repeat_interleave(5)
+    lengths = 100 + paragraph
+    def paragraphs_per_batch(bucket: int) -> list:
+        order = epoch_order(100, 10, seed=0, lengths=lengths, group=10, bucket=bucket)
+        return [len(set(paragraph[b].tolist())) for b in order.view(10, 10)]
+    assert max(paragraphs_per_batch(1)) <= 3  # exact sort: each batch is a run of 2-3 whole paragraphs
+    assert sum(paragraphs_per_batch(32)) / 10 > 6  # buckets keep the shuffle: ~8.3 expected of 10 random rows
+
+
+def test_length_slices_partition_the_batch_by_length():
+    from haystack_distill.training import length_slices
+
+    lengths = torch.tensor([5, 1, 4, 2, 3, 6, 7])
+    slices = length_slices(torch.tensor([6, 0, 1, 2, 3, 4]), lengths, 4)
+    assert [s.tolist() for s, _ in slices] == [[1, 3], [4, 2], [0], [6]]  # sorted by length, tensor_split sizes
+    assert [f for _, f in slices] == [2 / 6, 2 / 6, 1 / 6, 1 / 6]
+    assert length_slices(torch.tensor([3]), lengths, 4)[0][1] == 1.0
+    assert len(length_slices(torch.tensor([0, 1]), None, 4)) == 1  # no lengths: the batch whole
+
+
+def _sequence_data():
+    g = torch.Generator().manual_seed(2)
+    lengths = torch.randint(1, 9, (24,), generator=g)
+    mask = (torch.arange(8)[None, :] < lengths[:, None]).long()
+    return {"x": torch.randn(24, 8, generator=g) * mask, "padding_mask": mask, "y": torch.randn(24, generator=g)}
+
+
+def _train_pooled(tmp_path, **kw):
+    torch.manual_seed(0)
+    model = nn.Linear(1, 1)
+
+    def loss_fn(batch):  # a per-row loss averaged over rows, on the masked mean of each row's sequence
+        pooled = (batch["x"] * batch["padding_mask"]).sum(1) / batch["padding_mask"].sum(1)
+        return ((model(pooled[:, None])[:, 0] - batch["y"]) ** 2).mean()
+    train(model, _sequence_data(), loss_fn, _config(tmp_path, checkpoint_dir=None, checkpoint_every=None,
+                                                    length_key="padding_mask", sequence_keys=("x", "padding_mask"),
+                                                    length_bucket=1, **kw))
+    return torch.cat([p.detach().flatten() for p in model.parameters()])
+
+
+def test_length_split_batches_give_the_whole_batch_gradient(tmp_path):
+    whole = _train_pooled(tmp_path / "a", length_splits=1)
+    split = _train_pooled(tmp_path / "b", length_splits=3)
+    assert torch.allclose(whole, split, atol=1e-6)
+    assert not torch.allclose(whole, _train_pooled(tmp_path / "c", length_splits=3, group_by_length=True), atol=1e-4)
+
+
 def test_collate_cuts_sequence_columns_to_the_longest_row():
     from haystack_distill.training import _collate
 
@@ -112,3 +163,5 @@ def test_collate_cuts_sequence_columns_to_the_longest_row():
     batch = _collate(data, torch.tensor([0, 1]), "cpu", "padding_mask", ("padding_mask", "input_ids"))
     assert batch["input_ids"].tolist() == [[0, 1, 2], [5, 6, 7]] and batch["padding_mask"].shape == (2, 3)
     assert batch["labels"].shape == (2, 6, 2)  # not a sequence field: untouched
+    wide = _collate(data, torch.tensor([0, 1]), "cpu", "padding_mask", ("padding_mask", "input_ids"), bucket=2)
+    assert wide["input_ids"].tolist() == [[0, 1, 2, 3], [5, 6, 7, 8]]  # 3 rounded up to the bucket multiple 4

@@ -293,10 +293,10 @@ SEQUENCE_FEATURES = ("input_ids", "padding_mask", "segment_ids", "span_mask")
 
 
 def batching(group_by_length: bool, extra_sequence_keys: Sequence[str] = ()) -> Dict[str, Any]:
-    """TrainConfig fields for length-grouped batches cut to their longest row (``[N, S, ...]`` features only)."""
-    if not group_by_length:
-        return {}
-    return {"length_key": "padding_mask", "sequence_keys": SEQUENCE_FEATURES + tuple(extra_sequence_keys)}
+    """TrainConfig fields for batches computed in length-sorted slices cut to their longest row (``[N, S, ...]``
+    features only), and with ``group_by_length`` drawn from one length bucket."""
+    return {"length_key": "padding_mask", "sequence_keys": SEQUENCE_FEATURES + tuple(extra_sequence_keys),
+            "group_by_length": group_by_length}
 
 
 def freeze_confidence_temperature(model: Any) -> None:

@@ -166,7 +166,7 @@ def distil_intermediate_layers(student: Any, teacher: Any, *, data_dir: str, tra
                                attention_weight: float = 1.0, attention_loss: str = "scores",
                                kd_mask: str = "span", resume: Union[bool, str] = False,
                                doc_stride: Optional[int] = None, max_query_length: Optional[int] = None,
-                               show_progress: bool = True, group_by_length: bool = True) -> Dict[str, Any]:
+                               show_progress: bool = True, group_by_length: bool = False) -> Dict[str, Any]:
     """Run the stage (joining torch.distributed first when launched by torchrun).
 
     See :meth:`DistillationMixin.distil_intermediate_layers_from` for the arguments.

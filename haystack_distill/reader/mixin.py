@@ -73,7 +73,7 @@ class DistillationMixin:
         show_progress: bool = True,
         tokenizer_alignment: Optional[str] = None,
         teacher_top_k: Optional[int] = None,
-        group_by_length: bool = True,
+        group_by_length: bool = False,
     ) -> Dict[str, Any]:
         """Train this reader (the student) to match ``teacher_model``'s start/end distributions and the labels.
 
@@ -112,8 +112,10 @@ class DistillationMixin:
                 gives the rest their exact total probability at ``temperature``) instead of all ``max_seq_len``:
                 the cache shrinks from ``8 * max_seq_len`` to ``4 * (2k + 1)`` bytes per feature. For
                 ``"kl_div"``/``"soft_ce"``; see :mod:`haystack_distill.sparse_logits`.
-            group_by_length: batch features of similar length together (random batch order, reproducible) and
-                drop the padding no feature of a batch needs; ``False`` gives plain shuffled batches.
+            group_by_length: draw each batch from one 32-token length bucket (faster). Off by default: batches
+                stay random and are computed in length-sorted slices cut to their longest feature, which keeps
+                the gradient and drops most padding; length-homogeneous batches cost a 3-layer SQuAD student
+                about 3 F1 in our benchmark.
 
         Returns:
             dict with ``loss``, ``global_step``, ``teacher_seconds``, ``train_seconds``, ``save_dir`` and, given
@@ -177,7 +179,7 @@ class DistillationMixin:
         doc_stride: Optional[int] = None,
         max_query_length: Optional[int] = None,
         show_progress: bool = True,
-        group_by_length: bool = True,
+        group_by_length: bool = False,
     ) -> Dict[str, Any]:
         """TinyBERT stage 1: match the teacher's embeddings, hidden states and attention, layer by layer.
 

@@ -92,7 +92,7 @@ def distil_prediction_layer(student: Any, teacher: Optional[Any], *, data_dir: s
                             resume: Union[bool, str] = False, doc_stride: Optional[int] = None,
                             max_query_length: Optional[int] = None, show_progress: bool = True,
                             tokenizer_alignment: Optional[str] = None,
-                            teacher_top_k: Optional[int] = None, group_by_length: bool = True) -> Dict[str, Any]:
+                            teacher_top_k: Optional[int] = None, group_by_length: bool = False) -> Dict[str, Any]:
     """Run the stage (joining torch.distributed first when launched by torchrun).
 
     See :meth:`DistillationMixin.distil_prediction_layer_from` for the arguments.
