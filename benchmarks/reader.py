@@ -159,6 +159,7 @@ KD_CHECKS = {  # stage -> (KD settings, teacher top-k): the rows that isolate ou
     "ours_kd_6to1_nomask": ({**HAYSTACK_BALANCE, "kd_mask": "none"}, None),  # KD softmax over all positions
     # batches drawn from one length bucket (the default before length-split batches): faster, fewer F1
     "ours_kd_grouped": ({**KD, "group_by_length": True}, TOP_K),
+    "ours_kd_seed2": ({**KD, "seed": 2}, TOP_K),  # another training seed (batch order, dropout): the noise floor
 }
 
 
@@ -236,6 +237,7 @@ LABELS = {"no_kd": "student {l}L, fine-tuned, no KD", "haystack_kd": "student {l
           "ours_kd_6to1_nomask": "student {l}L, ours: prediction-layer KD, weight 6/7, dense, KD over all positions "
                                  "(kd_mask='none', as Haystack)",
           "ours_kd_grouped": "student {l}L, ours: prediction-layer KD, length-grouped batches (group_by_length)",
+          "ours_kd_seed2": "student {l}L, ours: prediction-layer KD, training seed 2 instead of 42",
           "ours_tinybert": "student {l}L, ours: intermediate + prediction KD",
           "ours_aug": "student {l}L, ours: intermediate (augmented data) + prediction KD"}
 
