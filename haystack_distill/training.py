@@ -51,14 +51,14 @@ class TrainConfig:
     show_progress: bool = True
     # length_key (e.g. "padding_mask"): compute each (randomly drawn) batch in ``length_splits`` slices of
     # length-sorted rows, each with the columns of sequence_keys cut to its longest row (rounded up to a multiple
-    # of length_bucket, so few shapes recur), and accumulate: the gradient of the whole batch for losses that
-    # average over rows, with the padding no slice needs never computed.
+    # of length_bucket, so few shapes recur), and accumulate: the whole batch's gradient for losses that average
+    # over rows and ignore padding, with the padding no slice needs never computed.
     length_key: Optional[str] = None
     sequence_keys: Tuple[str, ...] = ()
     length_splits: int = 4
     length_bucket: int = 32
-    # group_by_length: also order the epoch so that a batch holds rows of one length bucket. Faster still, but
-    # length-homogeneous batches cost our 3-layer SQuAD student about 3 F1 (BENCHMARKS.md), so it is off.
+    # group_by_length: also order the epoch so that a batch holds rows of one length bucket (a little faster; off,
+    # so batches stay random).
     group_by_length: bool = False
     run_fields: Dict[str, Any] = field(default_factory=dict)
 
@@ -249,8 +249,8 @@ def _collate(dataset: Dict[str, Any], indices: Tensor, device: str, length_key: 
 def length_slices(indices: Tensor, lengths: Optional[Tensor], splits: int) -> List[Tuple[Tensor, float]]:
     """``indices`` sorted by length and cut into ``splits`` slices, each with its share of the rows.
 
-    Weighting a slice's mean loss by its share gives the mean over all rows, so the accumulated gradient is the
-    whole batch's; short slices are then computed without the long rows' padding.
+    Weighting a slice's mean loss by its share gives the mean over all rows, so for a loss that ignores padding
+    the accumulated gradient is the whole batch's; short slices are then computed without the long rows' padding.
 
     Example:
         >>> import torch
