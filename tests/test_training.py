@@ -148,7 +148,7 @@ def _train_pooled(tmp_path, **kw):
     return torch.cat([p.detach().flatten() for p in model.parameters()])
 
 
-def test_length_split_batches_give_the_whole_batch_gradient(tmp_path):
+def test_length_split_batches_give_the_whole_batch_gradient_of_a_padding_free_loss(tmp_path):
     whole = _train_pooled(tmp_path / "a", length_splits=1)
     split = _train_pooled(tmp_path / "b", length_splits=3)
     assert torch.allclose(whole, split, atol=1e-6)
