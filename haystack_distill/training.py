@@ -365,7 +365,6 @@ def train(
         logger.info("use_amp=True ignored: AMP needs a CUDA device, training on %s in fp32", config.device)
     scaler = torch.amp.GradScaler("cuda") if amp else None
     lengths = None if config.length_key is None else torch.as_tensor(np.asarray(dataset[config.length_key])).sum(1)
-    splits = 1 if lengths is None else config.length_splits
     last_loss, metrics, stopped = float("nan"), {}, False
     bar = tqdm(total=steps_per_epoch * config.n_epochs, initial=progress["global_step"], desc="training",
                disable=not config.show_progress or rank != 0)
@@ -382,7 +381,7 @@ def train(
                 # weight each rank's mean loss by its share of the global batch: gradients then average exactly
                 share = len(local_idx) * world_size / len(global_idx)
                 total = 0.0
-                for rows, fraction in length_slices(local_idx, lengths, splits):
+                for rows, fraction in length_slices(local_idx, lengths, config.length_splits):
                     with torch.autocast("cuda", enabled=amp):
                         batch = _collate(dataset, rows, config.device, config.length_key, config.sequence_keys,
                                          config.length_bucket)
