@@ -146,20 +146,23 @@ def _count_features(cfg, run, reader) -> int:
     return len(common.featurize(proc, common.read_paragraphs(run / "data" / "train.json"))["input_ids"])
 
 
+# Weight 6/7 gives our loss the 6:1 KD:labels balance that Haystack's weight 0.75 has (it sums KL(start) and
+# KL(end) but averages the hard loss; ours averages both, so 0.75 would be 3:1): losses.haystack_equivalent_weight.
+OURS = {**KD, "distillation_loss_weight": 6 / 7}  # tests check it against that function
+
+
 def stage_ours_kd(cfg, run, out, layers, **_):
-    return _ours_kd(cfg, run, out, layers, KD, "")
+    return _ours_kd(cfg, run, out, layers, OURS, "")
 
 
-# Weight 6/7 is the 6:1 KD:hard balance that Haystack's weight 0.75 gives (it sums KL(start) and KL(end) but
-# averages the hard loss; ours averages both, so 0.75 is 3:1 here).
-HAYSTACK_BALANCE = {**KD, "distillation_loss_weight": 6 / 7}
 KD_CHECKS = {  # stage -> (KD settings, teacher top-k): the rows that isolate our gap to Haystack's KD, one change each
-    "ours_kd_6to1": (HAYSTACK_BALANCE, TOP_K),
-    "ours_kd_6to1_dense": (HAYSTACK_BALANCE, None),  # full start/end logits cached: the top-k cut
-    "ours_kd_6to1_nomask": ({**HAYSTACK_BALANCE, "kd_mask": "none"}, None),  # KD softmax over all positions
-    # batches drawn from one length bucket (as the default before 526b0e7): a little faster, F1 within noise
-    "ours_kd_grouped": ({**KD, "group_by_length": True}, TOP_K),
-    "ours_kd_seed2": ({**KD, "seed": 2}, TOP_K),  # another training seed (batch order, dropout): the noise floor
+    "ours_kd_w075": (KD, TOP_K),  # Haystack's number 0.75 in our loss: a 3:1 balance
+    "ours_kd_batchpad": ({**OURS, "hard_loss_padding": "batch"}, TOP_K),  # hard loss over the slice's positions
+    "ours_kd_batchpad_seed2": ({**OURS, "hard_loss_padding": "batch", "seed": 2}, TOP_K),
+    "ours_kd_dense": (OURS, None),  # full start/end logits cached: the top-k cut
+    "ours_kd_nomask": ({**OURS, "kd_mask": "none"}, None),  # dense, KD softmax over all positions
+    "ours_kd_grouped": ({**OURS, "group_by_length": True}, TOP_K),  # batches drawn from one length bucket
+    "ours_kd_seed2": ({**OURS, "seed": 2}, TOP_K),  # another training seed (batch order, dropout): the noise floor
 }
 
 
@@ -195,7 +198,7 @@ def stage_ours_tinybert(cfg, run, out, layers, **_):
                           distillation_loss="kl_div", distillation_loss_weight=0.5, temperature=2.0,
                           checkpoint_root_dir=run / f"tiny-ckpt-{layers}l"),
         prediction=dict(batch_size=BATCH, n_epochs=cfg["epochs"], learning_rate=LR, evaluate_every=0,
-                        checkpoint_root_dir=run / f"tiny-ckpt-{layers}l", teacher_top_k=TOP_K, **KD))
+                        checkpoint_root_dir=run / f"tiny-ckpt-{layers}l", teacher_top_k=TOP_K, **OURS))
 
 
 def stage_augment(cfg, run, out, **_):
@@ -224,7 +227,7 @@ def stage_ours_aug(cfg, run, out, layers, **_):
                           distillation_loss="kl_div", distillation_loss_weight=0.5, temperature=2.0,
                           checkpoint_root_dir=run / f"aug-ckpt-{layers}l"),
         prediction=dict(batch_size=BATCH, n_epochs=cfg["epochs"], learning_rate=LR, evaluate_every=0,
-                        checkpoint_root_dir=run / f"aug-ckpt-{layers}l", teacher_top_k=TOP_K, **KD))
+                        checkpoint_root_dir=run / f"aug-ckpt-{layers}l", teacher_top_k=TOP_K, **OURS))
 
 
 STAGES = {"teacher": stage_teacher, "augment": stage_augment, "no_kd": stage_no_kd, "haystack_kd": stage_haystack_kd,
@@ -232,10 +235,13 @@ STAGES = {"teacher": stage_teacher, "augment": stage_augment, "no_kd": stage_no_
           "ours_tinybert": stage_ours_tinybert, "ours_aug": stage_ours_aug}
 LABELS = {"no_kd": "student {l}L, fine-tuned, no KD", "haystack_kd": "student {l}L, Haystack 1.26.4 KD",
           "ours_kd": "student {l}L, ours: prediction-layer KD",
-          "ours_kd_6to1": "student {l}L, ours: prediction-layer KD, weight 6/7 (Haystack's 6:1 KD:hard balance)",
-          "ours_kd_6to1_dense": "student {l}L, ours: prediction-layer KD, weight 6/7, dense teacher cache (no top-k)",
-          "ours_kd_6to1_nomask": "student {l}L, ours: prediction-layer KD, weight 6/7, dense, KD over all positions "
-                                 "(kd_mask='none', as Haystack)",
+          "ours_kd_w075": "student {l}L, ours: prediction-layer KD, weight 0.75 (a 3:1 KD:labels balance in our loss)",
+          "ours_kd_batchpad": "student {l}L, ours: prediction-layer KD, hard loss over each slice's positions only",
+          "ours_kd_batchpad_seed2": "student {l}L, ours: prediction-layer KD, hard loss over each slice's positions "
+                                    "only, training seed 2",
+          "ours_kd_dense": "student {l}L, ours: prediction-layer KD, dense teacher cache (no top-k)",
+          "ours_kd_nomask": "student {l}L, ours: prediction-layer KD, dense, KD over all positions "
+                            "(kd_mask='none', as Haystack)",
           "ours_kd_grouped": "student {l}L, ours: prediction-layer KD, length-grouped batches (group_by_length)",
           "ours_kd_seed2": "student {l}L, ours: prediction-layer KD, training seed 2 instead of 42",
           "ours_tinybert": "student {l}L, ours: intermediate + prediction KD",
@@ -322,8 +328,9 @@ def to_markdown(rows, profile: str, command: str) -> str:
              f"span, no-answer off), questions/s the median of {REPEATS} timed passes over the first "
              f"{SPEED_QUESTIONS} · train: first {cfg['train_articles']} articles of the SQuAD 2.0 train subset, "
              f"{cfg['epochs']} epoch(s), batch {BATCH}, lr {LR}, max_seq_len {cfg['max_seq_len']}, doc_stride "
-             f"{cfg['doc_stride']} · students: {INIT_NOTE[cfg['student_init']]} · KD (Haystack's and ours): T=2, "
-             f"weight 0.75 · ours caches the teacher's "
+             f"{cfg['doc_stride']} · students: {INIT_NOTE[cfg['student_init']]} · KD: T=2 for both, Haystack's at "
+             f"weight 0.75, ours at 6/7 (the same 6:1 KD:labels balance in our loss, which averages start and end "
+             f"KD where Haystack sums them) unless its row says otherwise · ours caches the teacher's "
              f"top-{TOP_K} start/end positions · intermediate stage: 1 epoch, lr 1e-4 · wall time and peak RSS are "
              "each stage's own subprocess, run one after another on the otherwise idle machine.", "",
              "| reader | EM | F1 | % teacher F1 | questions/s | x teacher | params | MB on disk | "

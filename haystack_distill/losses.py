@@ -204,6 +204,56 @@ def combine_losses(hard_loss: Tensor, kd_loss: Tensor, distillation_loss_weight:
     return distillation_loss_weight * kd_loss + (1.0 - distillation_loss_weight) * hard_loss
 
 
+def span_cross_entropy(logits: Tensor, positions: Tensor, padding_mask: Tensor,
+                       padded_length: Optional[int] = None) -> Tensor:
+    """Per-feature hard QA loss: cross-entropy of the gold start and end over positions, averaged (``[B]``).
+
+    Without ``padded_length`` the softmax covers all ``S`` given positions, as Haystack's ``logits_to_loss``.
+    Haystack pads every batch to ``max_seq_len`` and its softmax includes that padding, so the loss depends on
+    how wide a batch is computed. ``padded_length=L`` gives each feature the loss it has when padded to ``L``
+    without computing that padding: the row's padding positions that are present stand in for all ``L - n_real``
+    of them (their exp-logits are scaled by ``(L - n_real) / n_present``). Exact when the padding positions share
+    one logit; a row with no padding present gets none.
+
+    Args:
+        logits: ``[B, S, 2]`` start/end logits.
+        positions: ``[B, 2]`` gold start and end (negative values are clamped to 0, as in Haystack).
+        padding_mask: ``[B, S]``, 1 for real tokens.
+        padded_length: ``L >= S``, or ``None``.
+
+    Example:
+        >>> logits = torch.zeros(1, 4, 2)
+        >>> mask = torch.tensor([[1, 1, 1, 0]])
+        >>> round(span_cross_entropy(logits, torch.tensor([[0, 2]]), mask, padded_length=8).item(), 4)  # log 8
+        2.0794
+    """
+    if padded_length is not None:
+        if padded_length < logits.shape[1]:
+            raise ValueError(f"padded_length={padded_length} is shorter than the batch ({logits.shape[1]}).")
+        real = padding_mask.bool()
+        scale = (padded_length - real.sum(1)) / (~real).sum(1).clamp(min=1)  # [B]
+        shift = torch.where(real, 0.0, scale.clamp(min=1e-30).log()[:, None])  # [B, S]
+        logits = logits + shift[:, :, None].to(logits.dtype)
+    # class dimension 1 (positions), one target per start / end
+    return F.cross_entropy(logits, positions.clamp(min=0).long(), reduction="none").mean(1)
+
+
+def haystack_equivalent_weight(haystack_weight: float) -> float:
+    """Our ``distillation_loss_weight`` that gives the KD:labels balance of farm-haystack 1.26.4's ``haystack_weight``.
+
+    Haystack adds ``KD(start) + KD(end)`` but averages the hard loss over start and end, so its weight ``w``
+    balances KD against the labels ``2w : (1 - w)``; we average both. Equal balance needs ``2w / (1 + w)``;
+    the two losses then differ only by the constant factor ``1 / (1 + w)``.
+
+    Example:
+        >>> round(haystack_equivalent_weight(0.75), 4)   # 6/7
+        0.8571
+    """
+    if not 0.0 <= haystack_weight <= 1.0:
+        raise ValueError(f"haystack_weight must be in [0, 1], got {haystack_weight!r}.")
+    return 2.0 * haystack_weight / (1.0 + haystack_weight)
+
+
 def hidden_state_mse(
     student_hidden: Tensor,
     teacher_hidden: Tensor,

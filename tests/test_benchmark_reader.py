@@ -3,6 +3,8 @@
 import importlib.util
 from pathlib import Path
 
+import pytest
+
 
 def _reader_benchmark():
     path = Path(__file__).resolve().parents[1] / "benchmarks" / "reader.py"
@@ -21,3 +23,12 @@ def test_core_jobs_cover_the_goals_and_extended_only_appends():
     stages = {stage for stage, _ in full}
     assert stages == set(bench.STAGES)  # every stage runs somewhere in the extended list
     assert not {s for s, _ in bench.job_order([3, 2], extended=True, kd_checks=False)} & set(bench.KD_CHECKS)
+
+
+def test_our_rows_use_haystacks_kd_balance():
+    from haystack_distill.losses import haystack_equivalent_weight
+
+    bench = _reader_benchmark()
+    expected = haystack_equivalent_weight(bench.KD["distillation_loss_weight"])
+    assert bench.OURS["distillation_loss_weight"] == pytest.approx(expected)
+    assert bench.OURS["temperature"] == bench.KD["temperature"]

@@ -112,6 +112,19 @@ def test_combine_losses():
     assert losses.combine_losses(torch.tensor(2.0), torch.tensor(10.0), 0.75).item() == pytest.approx(8.0)
 
 
+@pytest.mark.parametrize("w", [0.0, 0.5, 0.75, 1.0])
+def test_haystack_equivalent_weight_matches_haystacks_balance(w):
+    # Haystack 1.26.4: w * (KD_start + KD_end) + (1 - w) * (CE_start + CE_end) / 2, written out by hand
+    kd_start, kd_end, ce_start, ce_end = 3.0, 5.0, 2.0, 6.0
+    haystack = w * (kd_start + kd_end) + (1 - w) * (ce_start + ce_end) / 2
+    ours = losses.combine_losses(torch.tensor((ce_start + ce_end) / 2), torch.tensor((kd_start + kd_end) / 2),
+                                 losses.haystack_equivalent_weight(w)).item()
+    assert ours == pytest.approx(haystack / (1 + w))
+    assert losses.haystack_equivalent_weight(0.75) == pytest.approx(6 / 7)
+    with pytest.raises(ValueError, match="haystack_weight"):
+        losses.haystack_equivalent_weight(-0.1)
+
+
 def test_hidden_state_mse_with_projection_and_mask():
     proj = torch.nn.Linear(2, 3, bias=False)
     with torch.no_grad():
@@ -158,3 +171,52 @@ def test_fully_masked_rows_are_left_out_of_the_average():
     row_mask = torch.tensor([True, False, True])
     got = losses.kd_kl_div(s, t, 2.0, row_mask)
     assert got.item() == pytest.approx(losses.kd_kl_div(s[row_mask], t[row_mask], 2.0).item(), rel=1e-6)
+
+
+def _padded_ce(row_logits, real, gold, length):
+    """Reference: CE over the row written out at ``length``, each present padding logit repeated equally often."""
+    pads = row_logits[~real]
+    copies, rest = divmod(length - int(real.sum()), len(pads))
+    assert rest == 0
+    full = torch.cat([row_logits[real], pads.repeat(copies)])
+    return F.cross_entropy(full[None], torch.tensor([gold])).item()
+
+
+def test_span_cross_entropy_without_padding_length_is_haystacks_loss():
+    from haystack.modeling.model.prediction_head import QuestionAnsweringHead
+
+    torch.manual_seed(0)
+    logits = torch.randn(3, 7, 2)
+    labels = torch.tensor([[[1, 3], [-1, -1]], [[0, 0], [-1, -1]], [[2, 5], [-1, -1]]])
+    expected = QuestionAnsweringHead().logits_to_loss(logits=logits, labels=labels.clone())
+    ours = losses.span_cross_entropy(logits, labels[:, 0, :], torch.ones(3, 7))
+    assert torch.allclose(ours, expected)
+
+
+def test_span_cross_entropy_counts_the_padding_up_to_padded_length():
+    torch.manual_seed(1)
+    logits = torch.randn(2, 6, 2)
+    mask = torch.tensor([[1, 1, 1, 1, 0, 0], [1, 1, 1, 0, 0, 0]])
+    gold = torch.tensor([[1, 2], [0, 2]])
+    got = losses.span_cross_entropy(logits, gold, mask, padded_length=16)
+    # row 0: 12 padding positions at length 16, from 2 present (x6); row 1: 13 from 3 present (weight 13/3)
+    row0 = [_padded_ce(logits[0, :, k], mask[0].bool(), int(gold[0, k]), 16) for k in (0, 1)]
+    assert got[0].item() == pytest.approx(sum(row0) / 2, rel=1e-5)
+    row1 = [(torch.logsumexp(torch.cat([logits[1, :3, k], logits[1, 3:, k] + math.log(13 / 3)]), 0)
+             - logits[1, gold[1, k], k]).item() for k in (0, 1)]
+    assert got[1].item() == pytest.approx(sum(row1) / 2, rel=1e-5)
+
+
+def test_span_cross_entropy_does_not_depend_on_the_computed_width():
+    torch.manual_seed(2)
+    logits = torch.randn(2, 6, 2)
+    logits[0, 4:], logits[1, 3:] = 0.5, -1.0  # one logit per row's padding, as for a model's pad positions
+    mask = torch.tensor([[1, 1, 1, 1, 0, 0], [1, 1, 1, 0, 0, 0]])
+    gold = torch.tensor([[1, 2], [0, 2]])
+    wide = losses.span_cross_entropy(logits, gold, mask, padded_length=16)
+    narrow = losses.span_cross_entropy(logits[:, :5], gold, mask[:, :5], padded_length=16)
+    assert torch.allclose(narrow, wide)
+    assert not torch.allclose(losses.span_cross_entropy(logits[:, :5], gold, mask[:, :5]),
+                              losses.span_cross_entropy(logits, gold, mask))  # without it the width matters
+    with pytest.raises(ValueError, match="padded_length"):
+        losses.span_cross_entropy(logits, gold, mask, padded_length=4)

@@ -148,6 +148,7 @@ def test_teacher_cache_key_covers_doc_stride(readers, tiny_squad, tmp_path, monk
         (dict(teacher_top_k=0), ValueError, "teacher_top_k must be a positive integer"),
         (dict(teacher_top_k=97), ValueError, "exceeds max_seq_len=96"),
         (dict(teacher_top_k=8, distillation_loss="mse"), ValueError, "'kl_div' or 'soft_ce'"),
+        (dict(hard_loss_padding="max"), ValueError, "hard_loss_padding='max'"),
     ],
 )
 def test_bad_input_is_rejected_before_work(readers, tiny_squad, tmp_path, kwargs, error, match):

@@ -74,12 +74,15 @@ class DistillationMixin:
         tokenizer_alignment: Optional[str] = None,
         teacher_top_k: Optional[int] = None,
         group_by_length: bool = False,
+        hard_loss_padding: str = "max_seq_len",
     ) -> Dict[str, Any]:
         """Train this reader (the student) to match ``teacher_model``'s start/end distributions and the labels.
 
         Loss per batch: ``w * KD + (1 - w) * hard``, with ``w = distillation_loss_weight``; ``KD`` is
         ``(KD(start) + KD(end)) / 2`` at ``temperature`` (times ``T**2`` for ``"kl_div"``), and ``hard`` is
-        Haystack's QA cross-entropy, also averaged over start and end.
+        Haystack's QA cross-entropy, also averaged over start and end. farm-haystack 1.26.4 sums the start and
+        end KD instead, so its weight ``w`` gives KD twice the share ours does; to keep the balance of a Haystack
+        setting pass ``haystack_distill.losses.haystack_equivalent_weight(w)`` (0.75 -> 6/7).
 
         Args (as in farm-haystack 1.26.4, with these fixes):
             teacher_model: a fine-tuned ``FARMReader``; its tokenizer must equal this reader's
@@ -114,8 +117,11 @@ class DistillationMixin:
                 ``"kl_div"``/``"soft_ce"``; see :mod:`haystack_distill.sparse_logits`.
             group_by_length: draw each batch from one 32-token length bucket (a little faster). Off by default:
                 batches stay random and are computed in 4 length-sorted slices cut to their longest feature, which
-                drops most padding. The KD loss ignores padding; Haystack's hard QA loss includes padding
-                positions in its softmax, so it sees fewer of them than with batches padded to ``max_seq_len``.
+                drops most padding.
+            hard_loss_padding: Haystack's hard QA loss takes its softmax over padding positions too, and Haystack
+                pads every batch to ``max_seq_len``. ``"max_seq_len"`` (default) keeps that loss without computing
+                the padding (:func:`haystack_distill.losses.span_cross_entropy`); ``"batch"`` uses the positions
+                each computed slice happens to hold, so the loss depends on the batch layout.
 
         Returns:
             dict with ``loss``, ``global_step``, ``teacher_seconds``, ``train_seconds``, ``save_dir`` and, given
@@ -133,7 +139,7 @@ class DistillationMixin:
             temperature=temperature, processor=processor, grad_acc_steps=grad_acc_steps,
             early_stopping=early_stopping, seed=seed, kd_mask=kd_mask, resume=resume, doc_stride=doc_stride,
             max_query_length=max_query_length, show_progress=show_progress, tokenizer_alignment=tokenizer_alignment,
-            teacher_top_k=teacher_top_k, group_by_length=group_by_length,
+            teacher_top_k=teacher_top_k, group_by_length=group_by_length, hard_loss_padding=hard_loss_padding,
         )
 
     def distil_intermediate_layers_from(

@@ -5,7 +5,8 @@ tokenizers are checked before any teacher work; teacher logits are computed once
 fp16 on disk, under a key covering teacher, tokenizers, sequence settings and data; the KD softmax covers
 only context tokens and the no-answer position (``kd_mask="span"``); start and end KD are averaged like the
 hard loss; ``"mse"`` and callables work; the seed is a parameter; the QA head's confidence temperature is
-not trained; the method returns metrics.
+not trained; the method returns metrics. Batches are computed without most of their padding, and the hard
+loss still has the value Haystack's batches padded to ``max_seq_len`` give it (``hard_loss_padding``).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any, Dict, Optional, Union
 
 from torch import Tensor
 
-from ..losses import DistillationLoss, combine_losses, span_kd_loss
+from ..losses import DistillationLoss, combine_losses, span_cross_entropy, span_kd_loss
 from ..sparse_logits import decode_top_k, validate_top_k
 from ..training import TrainConfig, config_fields, ensure_distributed, train, world
 from . import common
@@ -48,18 +49,20 @@ class KDMask:
 class PredictionLayerLoss:
     """``w * span_KD(student, teacher) + (1 - w) * hard QA loss``, both averaged over start and end.
 
-    With ``top_k`` set, ``batch["teacher_logits"]`` holds packed top-k rows (:mod:`..sparse_logits`).
+    The hard loss is Haystack's QA cross-entropy, as if padded to ``padded_length`` when given
+    (:func:`..losses.span_cross_entropy`). With ``top_k`` set, ``batch["teacher_logits"]`` holds packed top-k
+    rows (:mod:`..sparse_logits`).
     """
 
     def __init__(self, model: Any, weight: float, loss: DistillationLoss, temperature: float, kd_mask: str,
-                 top_k: Optional[int] = None) -> None:
+                 top_k: Optional[int] = None, padded_length: Optional[int] = None) -> None:
         self.model, self.weight, self.loss, self.temperature, self.kd_mask = model, weight, loss, temperature, kd_mask
-        self.top_k = top_k
+        self.top_k, self.padded_length = top_k, padded_length
 
     def __call__(self, batch: Dict[str, Tensor]) -> Tensor:
         logits = self.model.forward(input_ids=batch["input_ids"], segment_ids=batch["segment_ids"],
                                     padding_mask=batch["padding_mask"])[0]
-        hard = self.model.prediction_heads[0].logits_to_loss(logits=logits, labels=batch["labels"]).mean()
+        hard = span_cross_entropy(logits, batch["labels"][:, 0, :], batch["padding_mask"], self.padded_length).mean()
         if self.weight == 0:
             return hard
         teacher = batch["teacher_logits"]
@@ -68,6 +71,15 @@ class PredictionLayerLoss:
         teacher = teacher.to(logits.dtype)
         kd = span_kd_loss(logits, teacher, kd_valid_mask(batch, self.kd_mask), self.loss, self.temperature)
         return combine_losses(hard, kd, self.weight)
+
+
+HARD_LOSS_PADDING = ("max_seq_len", "batch")
+
+
+def check_hard_loss_padding(hard_loss_padding: str) -> None:
+    if hard_loss_padding not in HARD_LOSS_PADDING:
+        raise ValueError(f"hard_loss_padding={hard_loss_padding!r}: use 'max_seq_len' (the loss of batches padded "
+                         f"to max_seq_len, as Haystack trains) or 'batch' (the positions each slice holds).")
 
 
 def check_top_k(k: int, max_seq_len: int, loss: Any, tokenizer_alignment: Optional[str]) -> None:
@@ -92,12 +104,14 @@ def distil_prediction_layer(student: Any, teacher: Optional[Any], *, data_dir: s
                             resume: Union[bool, str] = False, doc_stride: Optional[int] = None,
                             max_query_length: Optional[int] = None, show_progress: bool = True,
                             tokenizer_alignment: Optional[str] = None,
-                            teacher_top_k: Optional[int] = None, group_by_length: bool = False) -> Dict[str, Any]:
+                            teacher_top_k: Optional[int] = None, group_by_length: bool = False,
+                            hard_loss_padding: str = "max_seq_len") -> Dict[str, Any]:
     """Run the stage (joining torch.distributed first when launched by torchrun).
 
     See :meth:`DistillationMixin.distil_prediction_layer_from` for the arguments.
     """
     fine_tune_only = teacher is None
+    check_hard_loss_padding(hard_loss_padding)
     ensure_distributed()
     common.validate_hyperparameters(temperature, distillation_loss_weight, distillation_loss, batch_size, n_epochs,
                                     grad_acc_steps, kd_mask)
@@ -105,6 +119,7 @@ def distil_prediction_layer(student: Any, teacher: Optional[Any], *, data_dir: s
         student, data_dir, train_filename, dev_filename, test_filename, save_dir, "", max_seq_len, doc_stride,
         max_query_length)
     max_seq_len, doc_stride, max_query_length = settings
+    padded_length = max_seq_len if hard_loss_padding == "max_seq_len" else None
     if teacher_top_k is not None and not fine_tune_only:
         check_top_k(teacher_top_k, max_seq_len, distillation_loss, tokenizer_alignment)
     if not fine_tune_only and tokenizer_alignment is None:
@@ -149,11 +164,12 @@ def distil_prediction_layer(student: Any, teacher: Optional[Any], *, data_dir: s
             **common.batching(group_by_length, () if teacher_top_k and not fine_tune_only else ("teacher_logits",)))
         config.run_fields = {**config_fields(config), "stage": "prediction_layer", "loss": str(distillation_loss),
                              "temperature": temperature, "weight": distillation_loss_weight, "kd_mask": kd_mask,
-                             "teacher_top_k": teacher_top_k, "train_file": train_path.name,
+                             "teacher_top_k": teacher_top_k, "hard_loss_padding": hard_loss_padding,
+                             "train_file": train_path.name,
                              "n_features": len(features["input_ids"])}
         loss_fn = PredictionLayerLoss(model, 0.0 if fine_tune_only else distillation_loss_weight,
                                       distillation_loss, temperature, kd_mask,
-                                      None if fine_tune_only else teacher_top_k)
+                                      None if fine_tune_only else teacher_top_k, padded_length)
         started = time.perf_counter()
         result = train(model, features, loss_fn, config, eval_fn=common.make_eval_fn(student, dev_paras),
                        early_stopping=early_stopping)
