@@ -124,16 +124,23 @@ def stage_no_kd(cfg, run, out, layers, **_):
                                 learning_rate=LR, save_dir=str(out), evaluate_every=0)
 
 
-def stage_haystack_kd(cfg, run, out, layers, **_):
+def stage_haystack_kd(cfg, run, out, layers, seed: int = 42, **_):
+    """farm-haystack 1.26.4's own KD. It fixes its seed at 42; another ``seed`` replaces that in this process."""
     from haystack.nodes import FARMReader
 
+    if seed != 42:
+        import haystack.nodes.reader.farm as farm
+
+        fixed = farm.set_all_seeds
+        farm.set_all_seeds = lambda *_, **__: fixed(seed)
     _student(cfg, run, layers)  # makes sure the shared init exists
     teacher = FARMReader(str(cfg["teacher"]), **reader_kwargs(cfg))
     student = FARMReader(str(run / f"init-{layers}l"), **reader_kwargs(cfg))
+    tag = "" if seed == 42 else f"-seed{seed}"
     student.distil_prediction_layer_from(
         teacher, data_dir=str(run / "data"), train_filename="train.json", batch_size=BATCH,
         n_epochs=cfg["epochs"], learning_rate=LR, save_dir=str(out), evaluate_every=10**9,
-        checkpoint_root_dir=run / f"haystack-ckpt-{layers}l", **KD)
+        checkpoint_root_dir=run / f"haystack{tag}-ckpt-{layers}l", **KD)
     n_features = _count_features(cfg, run, student)
     return {"teacher_cache_mb": n_features * cfg["max_seq_len"] * 2 * 4 / 2**20,
             "teacher_cache_note": "fp32 [features, max_seq_len, 2] tensors held in RAM (computed from the count)"}
@@ -155,14 +162,17 @@ def stage_ours_kd(cfg, run, out, layers, **_):
     return _ours_kd(cfg, run, out, layers, OURS, "")
 
 
+SLICES = {**OURS, "hard_loss_padding": "max_seq_len"}  # batches in length-sorted slices, padding's loss estimated
 KD_CHECKS = {  # stage -> (KD settings, teacher top-k): the rows that isolate our gap to Haystack's KD, one change each
-    "ours_kd_w075": (KD, TOP_K),  # Haystack's number 0.75 in our loss: a 3:1 balance
-    "ours_kd_batchpad": ({**OURS, "hard_loss_padding": "batch"}, TOP_K),  # hard loss over the slice's positions
+    "ours_kd_seed2": ({**OURS, "seed": 2}, TOP_K),  # another training seed (batch order, dropout): the noise floor
+    "ours_kd_slices": (SLICES, TOP_K),  # the fast batch layout
+    "ours_kd_slices_seed2": ({**SLICES, "seed": 2}, TOP_K),
+    "ours_kd_batchpad": ({**OURS, "hard_loss_padding": "batch"}, TOP_K),  # slices, hard loss over their positions
     "ours_kd_batchpad_seed2": ({**OURS, "hard_loss_padding": "batch", "seed": 2}, TOP_K),
+    "ours_kd_w075": ({**KD, "hard_loss_padding": "max_seq_len"}, TOP_K),  # the number 0.75 in our loss: 3:1
     "ours_kd_dense": (OURS, None),  # full start/end logits cached: the top-k cut
     "ours_kd_nomask": ({**OURS, "kd_mask": "none"}, None),  # dense, KD softmax over all positions
-    "ours_kd_grouped": ({**OURS, "group_by_length": True}, TOP_K),  # batches drawn from one length bucket
-    "ours_kd_seed2": ({**OURS, "seed": 2}, TOP_K),  # another training seed (batch order, dropout): the noise floor
+    "ours_kd_grouped": ({**SLICES, "group_by_length": True}, TOP_K),  # slices drawn from one length bucket
 }
 
 
@@ -231,19 +241,26 @@ def stage_ours_aug(cfg, run, out, layers, **_):
 
 
 STAGES = {"teacher": stage_teacher, "augment": stage_augment, "no_kd": stage_no_kd, "haystack_kd": stage_haystack_kd,
-          "ours_kd": stage_ours_kd, **{name: stage_kd_check(name) for name in KD_CHECKS},
+          "haystack_kd_seed2": lambda *a, **kw: stage_haystack_kd(*a, seed=2, **kw), "ours_kd": stage_ours_kd,
+          **{name: stage_kd_check(name) for name in KD_CHECKS},
           "ours_tinybert": stage_ours_tinybert, "ours_aug": stage_ours_aug}
 LABELS = {"no_kd": "student {l}L, fine-tuned, no KD", "haystack_kd": "student {l}L, Haystack 1.26.4 KD",
+          "haystack_kd_seed2": "student {l}L, Haystack 1.26.4 KD, seed 2 instead of its fixed 42",
           "ours_kd": "student {l}L, ours: prediction-layer KD",
-          "ours_kd_w075": "student {l}L, ours: prediction-layer KD, weight 0.75 (a 3:1 KD:labels balance in our loss)",
-          "ours_kd_batchpad": "student {l}L, ours: prediction-layer KD, hard loss over each slice's positions only",
-          "ours_kd_batchpad_seed2": "student {l}L, ours: prediction-layer KD, hard loss over each slice's positions "
-                                    "only, training seed 2",
+          "ours_kd_seed2": "student {l}L, ours: prediction-layer KD, training seed 2 instead of 42",
+          "ours_kd_slices": "student {l}L, ours: prediction-layer KD, fast: batches in length-sorted slices",
+          "ours_kd_slices_seed2": "student {l}L, ours: prediction-layer KD, fast: slices, training seed 2",
+          "ours_kd_batchpad": "student {l}L, ours: prediction-layer KD, slices, hard loss over each slice's "
+                              "positions only",
+          "ours_kd_batchpad_seed2": "student {l}L, ours: prediction-layer KD, slices, hard loss over each slice's "
+                                    "positions only, training seed 2",
+          "ours_kd_w075": "student {l}L, ours: prediction-layer KD, slices, weight 0.75 (a 3:1 KD:labels balance "
+                          "in our loss)",
           "ours_kd_dense": "student {l}L, ours: prediction-layer KD, dense teacher cache (no top-k)",
           "ours_kd_nomask": "student {l}L, ours: prediction-layer KD, dense, KD over all positions "
                             "(kd_mask='none', as Haystack)",
-          "ours_kd_grouped": "student {l}L, ours: prediction-layer KD, length-grouped batches (group_by_length)",
-          "ours_kd_seed2": "student {l}L, ours: prediction-layer KD, training seed 2 instead of 42",
+          "ours_kd_grouped": "student {l}L, ours: prediction-layer KD, slices, length-grouped batches "
+                             "(group_by_length)",
           "ours_tinybert": "student {l}L, ours: intermediate + prediction KD",
           "ours_aug": "student {l}L, ours: intermediate (augmented data) + prediction KD"}
 
@@ -292,7 +309,8 @@ def job_order(layers: List[int], extended: bool = True, kd_checks: bool = True) 
     order += [("ours_kd", n) for n in rest]
     if not extended:
         return order
-    order += [("ours_tinybert", n) for n in layers] + ([(s, first) for s in KD_CHECKS] if kd_checks else [])
+    checks = [(s, first) for s in ("haystack_kd_seed2", *KD_CHECKS)] if kd_checks else []
+    order += [("ours_tinybert", n) for n in layers] + checks
     order += [(s, n) for n in rest for s in ("haystack_kd", "no_kd")]
     return order + [("augment", 0)] + [("ours_aug", n) for n in layers]
 

@@ -149,6 +149,7 @@ def test_teacher_cache_key_covers_doc_stride(readers, tiny_squad, tmp_path, monk
         (dict(teacher_top_k=97), ValueError, "exceeds max_seq_len=96"),
         (dict(teacher_top_k=8, distillation_loss="mse"), ValueError, "'kl_div' or 'soft_ce'"),
         (dict(hard_loss_padding="max"), ValueError, "hard_loss_padding='max'"),
+        (dict(group_by_length=True), ValueError, "group_by_length=True needs batches computed in slices"),
     ],
 )
 def test_bad_input_is_rejected_before_work(readers, tiny_squad, tmp_path, kwargs, error, match):
@@ -225,11 +226,13 @@ def test_distil_reader_cli(tiny_models, tiny_squad, tmp_path, capsys):
     code = main(["distil-reader", "--teacher", str(tiny_models["teacher"]), "--student", str(tiny_models["student"]),
                  "--data-dir", str(tiny_squad), "--train-filename", "train.json", "--save-dir", str(tmp_path / "out"),
                  "--epochs", "1", "--batch-size", "8", "--max-seq-len", "96", "--doc-stride", "32",
-                 "--max-query-length", "24", "--cpu", "--teacher-top-k", "8", "--temperature", "2"])
+                 "--max-query-length", "24", "--cpu", "--teacher-top-k", "8", "--temperature", "2",
+                 "--hard-loss-padding", "max_seq_len"])
     metrics = json.loads(capsys.readouterr().out)
     assert code == 0 and metrics["global_step"] > 0
     record = json.loads((tmp_path / "out" / "distillation.json").read_text())
     assert record["teacher_top_k"] == "8" and record["temperature"] == "2.0"
+    assert record["hard_loss_padding"] == "max_seq_len"
 
 
 def test_teacher_pass_on_cut_batches_matches_the_padded_forward(readers, tiny_squad, tmp_path):
@@ -246,3 +249,47 @@ def test_teacher_pass_on_cut_batches_matches_the_padded_forward(readers, tiny_sq
     assert (~real).any()  # the data has padding, so rows were really cut
     torch.testing.assert_close(torch.from_numpy(np.asarray(cached, dtype=np.float32))[real], full[real],
                                atol=2e-2, rtol=2e-3)  # fp16 storage
+
+
+def test_prediction_loss_ignores_how_wide_a_batch_is_computed(readers, tiny_squad):
+    """KD (top-k cache, context mask) is the same on a batch padded to max_seq_len and on one cut to its longest
+    row, so computing batches in cut slices leaves its gradient unchanged."""
+    from haystack_distill.reader import common
+    from haystack_distill.reader.prediction import PredictionLayerLoss
+    from haystack_distill.sparse_logits import encode_top_k
+
+    teacher, make = readers
+    model = make().inferencer.model.eval()
+    feats = common.featurize(common.build_processor(teacher, 96, 32, 24),
+                             common.read_paragraphs(tiny_squad / "train.json"))
+    batch = {k: v[:6] for k, v in feats.items() if isinstance(v, torch.Tensor)}
+    inputs = {k: batch[k] for k in ("input_ids", "segment_ids", "padding_mask")}
+    with torch.no_grad():
+        batch["teacher_logits"] = encode_top_k(teacher.inferencer.model.eval().forward(**inputs)[0],
+                                               batch["span_mask"], 8, 2.0)
+    width = int(batch["padding_mask"].sum(1).max())
+    assert width < 96
+    cut = {k: v[:, :width] if k in common.SEQUENCE_FEATURES else v for k, v in batch.items()}
+    kd = PredictionLayerLoss(model, 1.0, "kl_div", 2.0, "span", top_k=8)
+    with torch.no_grad():
+        torch.testing.assert_close(kd(cut), kd(batch), atol=1e-5, rtol=1e-5)
+        hard = PredictionLayerLoss(model, 0.0, "kl_div", 2.0, "span", padded_length=96)
+        haystack = PredictionLayerLoss(model, 0.0, "kl_div", 2.0, "span")
+        torch.testing.assert_close(hard(batch), haystack(batch))  # at full width: Haystack's loss
+
+
+def test_hard_loss_padding_chooses_the_batch_layout(readers, tiny_squad, tmp_path, monkeypatch):
+    """Default: whole batches at max_seq_len (Haystack's exact loss); the fast options compute slices."""
+    from haystack_distill.reader import prediction
+
+    teacher, make_student = readers
+    seen, real = [], prediction.train
+
+    def spy(model, features, loss_fn, config, **kw):
+        seen.append((config.length_key, loss_fn.padded_length))
+        return real(model, features, loss_fn, config, **kw)
+    monkeypatch.setattr(prediction, "train", spy)
+    for i, option in enumerate([{}, {"hard_loss_padding": "max_seq_len"}, {"hard_loss_padding": "batch"}]):
+        make_student().distil_prediction_layer_from(teacher, str(tiny_squad), "train.json", **FAST,
+                                                    save_dir=str(tmp_path / str(i)), **option)
+    assert seen == [(None, None), ("padding_mask", 96), ("padding_mask", None)]

@@ -19,7 +19,7 @@ def _handler(args: argparse.Namespace) -> int:
         batch_size=args.batch_size, n_epochs=args.epochs, learning_rate=args.learning_rate, save_dir=args.save_dir,
         distillation_loss=args.loss, distillation_loss_weight=args.weight, temperature=args.temperature,
         caching=args.caching, seed=args.seed, resume=args.resume, checkpoint_every=args.checkpoint_every,
-        teacher_top_k=args.teacher_top_k)
+        teacher_top_k=args.teacher_top_k, hard_loss_padding=args.hard_loss_padding)
     print(json.dumps(metrics, indent=2, default=str))
     return 0
 
@@ -44,6 +44,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--max-query-length", type=int, default=64)
     p.add_argument("--caching", action="store_true", help="keep teacher logits on disk for later runs")
     p.add_argument("--teacher-top-k", type=int, help="cache only the teacher's k most likely start/end positions")
+    p.add_argument("--hard-loss-padding", default="padded", choices=["padded", "max_seq_len", "batch"],
+                   help="padded: batches at max_seq_len, Haystack's exact loss (default); max_seq_len / batch: "
+                        "faster steps on length-sorted slices (see distil_prediction_layer_from)")
     p.add_argument("--checkpoint-every", type=int)
     p.add_argument("--resume", action="store_true")
     p.add_argument("--seed", type=int, default=42)

@@ -292,9 +292,12 @@ def teacher_span_logits(teacher: Any, features: Dict[str, torch.Tensor], batch_s
 SEQUENCE_FEATURES = ("input_ids", "padding_mask", "segment_ids", "span_mask")
 
 
-def batching(group_by_length: bool, extra_sequence_keys: Sequence[str] = ()) -> Dict[str, Any]:
+def batching(group_by_length: bool, extra_sequence_keys: Sequence[str] = (), cut: bool = True) -> Dict[str, Any]:
     """TrainConfig fields for batches computed in length-sorted slices cut to their longest row (``[N, S, ...]``
-    features only), and with ``group_by_length`` drawn from one length bucket."""
+    features only), and with ``group_by_length`` drawn from one length bucket; ``cut=False``: whole batches at
+    the features' full width (``max_seq_len``), as Haystack computes them."""
+    if not cut:
+        return {"length_key": None, "sequence_keys": (), "group_by_length": False}
     return {"length_key": "padding_mask", "sequence_keys": SEQUENCE_FEATURES + tuple(extra_sequence_keys),
             "group_by_length": group_by_length}
 
