@@ -349,8 +349,9 @@ def to_markdown(rows, profile: str, command: str) -> str:
              f"{cfg['doc_stride']} · students: {INIT_NOTE[cfg['student_init']]} · KD: T=2 for both, Haystack's at "
              f"weight 0.75, ours at 6/7 (the same 6:1 KD:labels balance in our loss, which averages start and end "
              f"KD where Haystack sums them) unless its row says otherwise · ours caches the teacher's "
-             f"top-{TOP_K} start/end positions · intermediate stage: 1 epoch, lr 1e-4 · wall time and peak RSS are "
-             "each stage's own subprocess, run one after another on the otherwise idle machine.", "",
+             f"top-{TOP_K} start/end positions and computes batches at max_seq_len as Haystack does (its "
+             f"default), unless its row says slices · intermediate stage: 1 epoch, lr 1e-4 · wall time and peak "
+             "RSS are each stage's own subprocess, run one after another on the otherwise idle machine.", "",
              "| reader | EM | F1 | % teacher F1 | questions/s | x teacher | params | MB on disk | "
              "train/distil wall s | peak RSS MB | teacher cache MB |", "|" + "---|" * 11]
     for r in rows:
