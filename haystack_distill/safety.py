@@ -1,0 +1,100 @@
+"""Guards that keep a run from losing data or saving a wrong model. No Haystack import.
+
+- :func:`check_output_dir`: an output folder is never an input's folder (or inside one) and never a folder
+  holding files we did not write; a previous output of ours (listed in its manifest) may be replaced.
+- :func:`write_manifest`: the list of files we wrote, so a later run can tell ours from the user's.
+- :func:`check_finite`: a model with NaN/inf weights is refused before it is saved.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any, Iterable, Optional, Union
+
+import torch
+from torch import nn
+
+PathLike = Union[str, Path]
+MANIFEST = ".haystack-distill-output.json"
+
+
+class DivergenceError(RuntimeError):
+    """Training produced a non-finite loss, gradient or weight."""
+
+
+def check_finite(model: nn.Module, what: str = "the model") -> None:
+    """Raise :class:`DivergenceError` if any parameter or buffer of ``model`` holds NaN or inf."""
+    bad = [name for name, t in [*model.named_parameters(), *model.named_buffers()]
+           if torch.is_floating_point(t) and not bool(torch.isfinite(t).all())]
+    if bad:
+        raise DivergenceError(f"{what} has non-finite weights in {len(bad)} tensors (first: {bad[0]}); it was not "
+                              "saved. Lower the learning rate or check the teacher's outputs for NaN.")
+
+
+def check_finite_loss(loss: float, step: int, last_finite: Optional[float]) -> None:
+    """Raise :class:`DivergenceError` naming the step when ``loss`` is NaN or inf."""
+    if not math.isfinite(loss):
+        last = "none" if last_finite is None else f"{last_finite:.4g}"
+        raise DivergenceError(f"training diverged at step {step}: loss is {loss} (last finite loss {last}). Lower "
+                              "learning_rate, keep max_grad_norm on, or check the teacher's outputs for NaN.")
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
+
+
+def _input_folder(path: PathLike) -> Optional[Path]:
+    p = Path(path).expanduser()
+    if not p.exists():
+        return None
+    p = p.resolve()
+    return p if p.is_dir() else p.parent
+
+
+def check_output_dir(output: PathLike, inputs: Iterable[Any] = (), marker: Optional[str] = None) -> Path:
+    """Return ``output`` if it is safe to (re)write: not an input folder or inside one, and either new, empty,
+    or a previous output of ours with no foreign files. Raise ``ValueError`` naming the fix otherwise.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> d = pathlib.Path(tempfile.mkdtemp())
+        >>> check_output_dir(d / "new", inputs=[d / "teacher"]).name
+        'new'
+    """
+    out = Path(output).expanduser().resolve()
+    for item in inputs:
+        folder = _input_folder(item) if isinstance(item, (str, Path)) else None
+        if folder is not None and _inside(out, folder):
+            raise ValueError(f"output folder {output} is {'the' if out == folder else 'inside the'} input folder "
+                             f"{folder}; writing there would replace the model you read. Choose another folder.")
+    if out.is_file():
+        raise ValueError(f"output {output} is a file; give a folder path.")
+    if out.is_dir() and any(out.iterdir()):
+        foreign = foreign_files(out, marker)
+        if foreign:
+            shown = ", ".join(sorted(foreign)[:5])
+            raise ValueError(f"output folder {output} holds files this tool did not write ({shown}); choose a new "
+                             "or empty folder, or move those files away.")
+    return out
+
+
+def foreign_files(folder: Path, marker: Optional[str] = None) -> list:
+    """Files in ``folder`` not listed in its manifest (all of them when it has none)."""
+    listed: set = set()
+    manifest = folder / MANIFEST
+    if manifest.is_file():
+        try:
+            listed = set(json.loads(manifest.read_text())["files"]) | {MANIFEST}
+        except (ValueError, KeyError, TypeError):
+            listed = set()
+    present = {str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()}
+    return sorted(present - listed)
+
+
+def write_manifest(folder: Path, what: str) -> None:
+    """List every file now in ``folder`` as ours (call last, inside the temporary folder before the swap)."""
+    files = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST)
+    (folder / MANIFEST).write_text(json.dumps({"written_by": "haystack-distill", "what": what, "files": files},
+                                              indent=1))
