@@ -8,8 +8,13 @@ import pytest
 import torch
 from conftest import build_tiny_bert
 
-from haystack_distill.general import (GeneralDistillationConfig, GeneralDistillationLoss, distil_general, read_texts,
-                                      text_windows)
+from haystack_distill.general import (
+    GeneralDistillationConfig,
+    GeneralDistillationLoss,
+    distil_general,
+    read_texts,
+    text_windows,
+)
 from haystack_distill.layers import count_layers, keep_layers, resolve_layer_mapping
 
 WORDS = "the year of paris was what the company of france is and where the city a an in to when who which".split()
@@ -70,8 +75,8 @@ def test_gd_student_loads_as_reader_and_sentence_model(teacher, tmp_path):
     from haystack_distill.reader import DistillableFARMReader
 
     distil_general(teacher, _texts(tmp_path / "texts.txt"), tmp_path / "out", layers=2, epochs=1, **FAST)
-    reader = DistillableFARMReader(str(tmp_path / "out"), use_gpu=False, max_seq_len=64, doc_stride=16, max_query_length=16,
-                                   progress_bar=False, num_processes=0)
+    reader = DistillableFARMReader(str(tmp_path / "out"), use_gpu=False, max_seq_len=64, doc_stride=16,
+                                   max_query_length=16, progress_bar=False, num_processes=0)
     assert count_layers(reader.inferencer.model.language_model.model) == 2
     assert SentenceTransformer(str(tmp_path / "out"), device="cpu").encode(["a city"]).shape == (1, 32)
 
