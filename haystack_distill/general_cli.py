@@ -50,7 +50,8 @@ def register(subparsers: Any, parents: Optional[list] = None) -> None:
     p.add_argument("--max-seq-len", type=int, default=128, help="tokens per window; longer lines become windows")
     p.add_argument("--batch-size", type=int, default=32, help="windows per step")
     p.add_argument("--learning-rate", type=float, default=1e-4, help="AdamW peak learning rate")
-    p.add_argument("--attention-weight", type=float, default=1.0, help="weight of the attention-score MSE (0: off)")
+    p.add_argument("--attention-weight", type=float, default=0.01,
+                   help="weight of the attention-score MSE (0: off); its values are ~80x the hidden-state MSE")
     p.add_argument("--seed", type=int, default=42, help="training seed")
     p.add_argument("--restart", action="store_true", help="ignore checkpoints of an interrupted run")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
