@@ -172,3 +172,31 @@ def test_attention_losses_pinned():
                 total += (pt * (pt / ps).log()).sum().item()
                 rows += 1
     assert losses.attention_kl(p_s, p_t, mask).item() == pytest.approx(total / rows, rel=1e-4)
+
+
+def _doubled(tiny_squad):
+    """An 'augmented' file: every paragraph twice (answers kept), beside the original."""
+    import json
+
+    squad = json.loads((tiny_squad / "train.json").read_text())
+    squad["data"] = squad["data"] * 2
+    (tiny_squad / "train_x2.json").write_text(json.dumps(squad))
+    return "train_x2.json"
+
+
+def test_tinybert_recipe_runs_both_stages_and_predicts_on_augmented_data(pair, tiny_squad, tmp_path):
+    teacher, make_student = pair
+    aug = _doubled(tiny_squad)
+    plain = make_student().distil_prediction_layer_from(
+        teacher, str(tiny_squad), "train.json", save_dir=str(tmp_path / "plain"), **FAST)
+    results = make_student().distil_tinybert_from(
+        teacher, str(tiny_squad), "train.json", str(tmp_path / "tiny"), augmented_train_filename=aug,
+        intermediate=dict(learning_rate=1e-3, **FAST), prediction=FAST)
+    assert (tmp_path / "tiny" / "stage1_intermediate").is_dir() and results["intermediate"]["last_hidden"] > 0
+    # the prediction stage read the augmented file: twice the features, so twice the steps of the plain run
+    assert results["prediction"]["global_step"] == 2 * plain["global_step"]
+    original = make_student().distil_tinybert_from(
+        teacher, str(tiny_squad), "train.json", str(tmp_path / "orig"), augmented_train_filename=aug,
+        intermediate=False, prediction=FAST, prediction_on_augmented=False)
+    assert original["intermediate"] == {} and not (tmp_path / "orig" / "stage1_intermediate").exists()
+    assert original["prediction"]["global_step"] == plain["global_step"]

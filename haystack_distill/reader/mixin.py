@@ -229,22 +229,37 @@ class DistillationMixin:
 
     def distil_tinybert_from(self, teacher_model: Any, data_dir: str, train_filename: str, save_dir: str, *,
                              augmented_train_filename: Optional[str] = None, dev_filename: Optional[str] = None,
-                             intermediate: Optional[Dict[str, Any]] = None,
-                             prediction: Optional[Dict[str, Any]] = None) -> Dict[str, Dict[str, Any]]:
-        """The full TinyBERT recipe in one call: stage 1 (intermediate layers, on the augmented file when given)
-        saved to ``save_dir/stage1_intermediate``, then stage 2 (prediction layer, on the original file) saved to
-        ``save_dir/stage2_prediction``. ``intermediate``/``prediction`` hold extra keyword arguments per stage.
+                             intermediate: Union[Dict[str, Any], bool, None] = None,
+                             prediction: Optional[Dict[str, Any]] = None,
+                             prediction_on_augmented: bool = True) -> Dict[str, Dict[str, Any]]:
+        """TinyBERT's task distillation in one call, on the recipe that measured best (BENCHMARKS.md).
+
+        1. Intermediate layers (stage 1, on the augmented file when given), saved to
+           ``save_dir/stage1_intermediate``; ``intermediate=False`` skips it.
+        2. Prediction layer, saved to ``save_dir/stage2_prediction``: on the augmented file too when given and
+           ``prediction_on_augmented`` (the teacher labels every augmented copy, so the student learns from soft
+           targets on inputs it has never seen the answer of), else on the original file.
+
+        Start from a general-distillation student (:func:`haystack_distill.general.distil_general`) for the best
+        results: ``DistillableFARMReader("minilm-3l-gd")`` is such a student with a fresh QA head.
+        ``intermediate``/``prediction`` hold extra keyword arguments per stage.
 
         Example:
+            >>> student = DistillableFARMReader("models/minilm-3l-gd")  # doctest: +SKIP
             >>> student.distil_tinybert_from(teacher, "data", "train.json", "models/tiny",
             ...     augmented_train_filename="train_aug.json", dev_filename="dev.json")  # doctest: +SKIP
         """
-        stage1 = self.distil_intermediate_layers_from(
-            teacher_model, data_dir=data_dir, train_filename=augmented_train_filename or train_filename,
-            save_dir=str(Path(save_dir) / "stage1_intermediate"), **(intermediate or {}))
+        stage1: Dict[str, Any] = {}
+        if intermediate is not False:
+            stage1 = self.distil_intermediate_layers_from(
+                teacher_model, data_dir=data_dir, train_filename=augmented_train_filename or train_filename,
+                save_dir=str(Path(save_dir) / "stage1_intermediate"),
+                **(intermediate if isinstance(intermediate, dict) else {}))
+        on_augmented = augmented_train_filename is not None and prediction_on_augmented
         stage2 = self.distil_prediction_layer_from(
-            teacher_model, data_dir=data_dir, train_filename=train_filename, dev_filename=dev_filename,
-            save_dir=str(Path(save_dir) / "stage2_prediction"), **(prediction or {}))
+            teacher_model, data_dir=data_dir, train_filename=augmented_train_filename if on_augmented else
+            train_filename, dev_filename=dev_filename, save_dir=str(Path(save_dir) / "stage2_prediction"),
+            **(prediction or {}))
         return {"intermediate": stage1, "prediction": stage2}
 
     def train_reader(self, data_dir: str, train_filename: str, dev_filename: Optional[str] = None, *,
