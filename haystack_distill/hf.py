@@ -49,6 +49,7 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase, Trainer, TrainingArguments
 
 from haystack_distill.losses import BUILTIN_LOSSES, classification_kd_loss, logits_kd, validate_distillation_loss
+from haystack_distill.safety import check_finite, check_finite_loss
 from haystack_distill.teacher_cache import cache_key, cached_outputs, fingerprint_module
 from haystack_distill.tokenizers import TokenizerMismatchError, check_tokenizer_compatibility, tokenizer_fingerprint
 
@@ -496,7 +497,16 @@ class DistillationTrainer(Trainer):
         student_logits = outputs["logits"] if isinstance(outputs, dict) else outputs[0]
         teacher_logits = self._batch_teacher_logits(inputs, index, student_logits)
         loss = self.distillation_objective(student_logits, teacher_logits, labels, inputs.get("attention_mask"))
+        if model.training:
+            value = float(loss.detach())
+            check_finite_loss(value, self.state.global_step + 1, getattr(self, "_last_finite_loss", None))
+            self._last_finite_loss = value
         return (loss, outputs) if return_outputs else loss
+
+    def _save(self, output_dir: Optional[str] = None, state_dict: Any = None) -> None:
+        """Refuse to save a student with NaN/inf weights, then save as the Trainer does."""
+        check_finite(self.model, "the student")
+        super()._save(output_dir, state_dict)
 
     def _batch_teacher_logits(self, inputs: Dict[str, Any], index: Optional[Tensor], student_logits: Tensor) -> Tensor:
         if index is not None and self.teacher_cache is not None:

@@ -4,6 +4,8 @@
   holding files we did not write; a previous output of ours (listed in its manifest) may be replaced.
 - :func:`write_manifest`: the list of files we wrote, so a later run can tell ours from the user's.
 - :func:`check_finite`: a model with NaN/inf weights is refused before it is saved.
+- :func:`check_finite_loss` / :func:`check_finite_grad`: training stops at the first non-finite loss or gradient.
+- :func:`check_finite_array`: cached teacher outputs with NaN/inf are refused.
 """
 
 from __future__ import annotations
@@ -39,6 +41,28 @@ def check_finite_loss(loss: float, step: int, last_finite: Optional[float]) -> N
         last = "none" if last_finite is None else f"{last_finite:.4g}"
         raise DivergenceError(f"training diverged at step {step}: loss is {loss} (last finite loss {last}). Lower "
                               "learning_rate, keep max_grad_norm on, or check the teacher's outputs for NaN.")
+
+
+def check_finite_grad(grad_norm: float, step: int, last_finite: Optional[float]) -> None:
+    """Raise :class:`DivergenceError` naming the step when the gradient norm is NaN or inf (before the update)."""
+    if not math.isfinite(grad_norm):
+        last = "none" if last_finite is None else f"{last_finite:.4g}"
+        raise DivergenceError(f"training diverged at step {step}: the gradient norm is {grad_norm} (last finite "
+                              f"loss {last}); the weights were not updated. Lower learning_rate or check the inputs "
+                              "and the teacher's outputs for NaN/inf.")
+
+
+def check_finite_array(values: Any, what: str) -> None:
+    """Raise :class:`DivergenceError` if a NumPy array or tensor (e.g. cached teacher outputs) holds NaN or inf."""
+    import numpy as np
+
+    array = values.detach().cpu().numpy() if isinstance(values, torch.Tensor) else np.asarray(values)
+    bad = 0
+    for start in range(0, len(array), 4096):  # in blocks: a memory-mapped cache is never read whole into RAM
+        bad += int(np.size(array[start:start + 4096]) - np.isfinite(array[start:start + 4096]).sum())
+    if bad:
+        raise DivergenceError(f"{what} holds {bad} NaN/inf values; a model trained on them would be wrong. Check "
+                              "the teacher (a diverged or fp16-overflowing model) and recompute.")
 
 
 def _inside(path: Path, folder: Path) -> bool:

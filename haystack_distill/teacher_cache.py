@@ -3,6 +3,8 @@
 The cache key is a hash of every field that changes the outputs (teacher weights, tokenizer, sequence settings,
 data file contents ...), so a changed input recomputes instead of silently reusing stale tensors. Files are
 written to a temporary name and renamed, so an interrupted teacher pass never leaves a half cache behind.
+Outputs are checked finite as they are written; ``meta.json`` is written last with a checksum of
+``outputs.npy``, and an entry that is incomplete, truncated or fails its checksum is recomputed with a warning.
 
 Example:
     >>> import numpy as np, tempfile
@@ -20,22 +22,26 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 from torch import nn
 
 from .io import atomic_write_json
+from .safety import check_finite_array
 
 logger = logging.getLogger(__name__)
 PathLike = Union[str, os.PathLike]
 
 
-def fingerprint_module(module: nn.Module) -> str:
-    """Hash of a module's parameters and buffers (names, dtypes, shapes and values)."""
+def fingerprint_module(module: nn.Module, exclude: Sequence[str] = ()) -> str:
+    """Hash of a module's parameters and buffers (names, dtypes, shapes and values), leaving out those whose
+    name contains one of ``exclude`` (e.g. ``".pooler."``, unused by QA and re-initialised on each load)."""
     digest = hashlib.blake2b(digest_size=16)
     for name, tensor in sorted(module.state_dict().items()):
+        if any(part in name for part in exclude):
+            continue
         digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
         digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
@@ -55,16 +61,37 @@ def cache_key(fields: Dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()[:24]
 
 
-def _load(entry: Path, n_rows: int, row_shape: Tuple[int, ...]) -> Optional[np.ndarray]:
-    data_file = entry / "outputs.npy"
-    if not (data_file.is_file() and (entry / "meta.json").is_file()):
-        return None
-    array = np.load(data_file, mmap_mode="r")
+def _invalid(entry: Path, n_rows: int, row_shape: Tuple[int, ...]) -> Optional[str]:
+    """Why the cache entry cannot be used (None if it can): incomplete, truncated, wrong shape or checksum."""
+    data_file, meta_file = entry / "outputs.npy", entry / "meta.json"
+    if not data_file.is_file():
+        return "missing"
+    if not meta_file.is_file():
+        return "incomplete (no meta.json: the writer was interrupted)"
+    try:
+        meta = json.loads(meta_file.read_text())
+        array = np.load(data_file, mmap_mode="r")
+    except (ValueError, OSError) as err:  # e.g. numpy's "mmap length is greater than file size" on a truncated file
+        return f"unreadable ({err})"
     if array.shape != (n_rows, *row_shape):
-        logger.warning("teacher cache %s has shape %s, expected %s; recomputing", entry, array.shape,
-                       (n_rows, *row_shape))
-        return None
-    return array
+        return f"of shape {array.shape}, expected {(n_rows, *row_shape)}"
+    if "checksum" not in meta:
+        return "without a checksum (written by an older version)"
+    if fingerprint_file(data_file) != meta["checksum"]:
+        return "corrupt (its checksum does not match meta.json)"
+    return None
+
+
+def load_cached(cache_dir: PathLike, key_fields: Dict[str, Any], n_rows: int,
+                row_shape: Tuple[int, ...]) -> Optional[np.ndarray]:
+    """The verified memory-mapped entry for ``key_fields``, or None (with a warning when one exists but is bad)."""
+    entry = Path(cache_dir) / cache_key(key_fields)
+    problem = _invalid(entry, n_rows, row_shape)
+    if problem is None:
+        return np.load(entry / "outputs.npy", mmap_mode="r")
+    if problem != "missing":
+        logger.warning("teacher cache %s is %s; recomputing it", entry / "outputs.npy", problem)
+    return None
 
 
 def cached_outputs(
@@ -86,17 +113,20 @@ def cached_outputs(
         dtype: storage dtype (fp16 by default).
     """
     entry = Path(cache_dir) / cache_key(key_fields)
-    cached = _load(entry, n_rows, row_shape)
+    cached = load_cached(cache_dir, key_fields, n_rows, row_shape)
     if cached is not None:
         logger.info("reusing teacher outputs from %s", entry)
         return cached
     entry.mkdir(parents=True, exist_ok=True)
+    (entry / "meta.json").unlink(missing_ok=True)  # written last: present only with complete, checked outputs
     tmp = entry / f".outputs.{os.getpid()}.npy"
     out = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=(n_rows, *row_shape))
     row = 0
     try:
         for batch in produce():
             out[row : row + len(batch)] = batch
+            check_finite_array(out[row : row + len(batch)], f"the teacher's outputs (rows {row} to "
+                                                            f"{row + len(batch) - 1}, as {np.dtype(dtype).name})")
             row += len(batch)
         if row != n_rows:
             raise RuntimeError(f"teacher produced {row} rows, expected {n_rows}")
@@ -108,6 +138,7 @@ def cached_outputs(
     del out
     os.replace(tmp, entry / "outputs.npy")
     atomic_write_json(entry / "meta.json", {"key": key_fields, "shape": [n_rows, *row_shape],
-                                            "dtype": np.dtype(dtype).name})
+                                            "dtype": np.dtype(dtype).name,
+                                            "checksum": fingerprint_file(entry / "outputs.npy")})
     logger.info("teacher outputs cached in %s", entry)
     return np.load(entry / "outputs.npy", mmap_mode="r")

@@ -9,6 +9,7 @@ No Haystack import.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import random
@@ -22,6 +23,9 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 from tqdm.auto import tqdm
+
+from .safety import check_finite, check_finite_grad, check_finite_loss
+from .teacher_cache import fingerprint_file
 
 logger = logging.getLogger(__name__)
 
@@ -161,6 +165,13 @@ class CheckpointMismatchError(ValueError):
     """A resume checkpoint belongs to a different run (teacher, student or configuration)."""
 
 
+class CheckpointCorruptError(ValueError):
+    """A checkpoint file is truncated, unreadable or fails its checksum."""
+
+
+CHECKSUM = "checksum.json"  # {"state.pt": blake2b of its bytes}, written after state.pt
+
+
 def _checkpoints(root: Path) -> List[Path]:
     return sorted(root.glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
 
@@ -168,6 +179,8 @@ def _checkpoints(root: Path) -> List[Path]:
 def save_checkpoint(root: Path, modules: Dict[str, nn.Module], optimizer, scheduler, progress: Dict[str, int],
                     run_fields: Dict[str, Any], keep: int) -> Path:
     """Write ``root/step-N/state.pt`` atomically and prune to the newest ``keep``."""
+    for name, module in modules.items():
+        check_finite(module, f"the {name} at step {progress['global_step']}")
     target = root / f"step-{progress['global_step']}"
     tmp = root / f".tmp-step-{progress['global_step']}"
     tmp.mkdir(parents=True, exist_ok=True)
@@ -180,6 +193,7 @@ def save_checkpoint(root: Path, modules: Dict[str, nn.Module], optimizer, schedu
         "run_fields": {k: str(v) for k, v in run_fields.items()},
     }
     torch.save(state, tmp / "state.pt")
+    (tmp / CHECKSUM).write_text(json.dumps({"state.pt": fingerprint_file(tmp / "state.pt")}))  # written last
     if target.exists():
         shutil.rmtree(target)
     tmp.rename(target)
@@ -188,27 +202,56 @@ def save_checkpoint(root: Path, modules: Dict[str, nn.Module], optimizer, schedu
     return target
 
 
-def _resolve_resume(config: TrainConfig) -> Optional[Path]:
+def read_checkpoint(path: Path) -> Dict[str, Any]:
+    """The state in ``path/state.pt``, verified against its checksum; :class:`CheckpointCorruptError` otherwise."""
+    state_file = path / "state.pt"
+    checksum = path / CHECKSUM
+    try:
+        if checksum.is_file() and json.loads(checksum.read_text())["state.pt"] != fingerprint_file(state_file):
+            raise CheckpointCorruptError(f"checkpoint {state_file} is corrupt: its checksum does not match "
+                                         f"{checksum.name}.")
+        return torch.load(state_file, map_location="cpu", weights_only=True)
+    except CheckpointCorruptError:
+        raise
+    except Exception as err:  # truncated, empty (EOFError), unpicklable, missing ...
+        raise CheckpointCorruptError(f"checkpoint {state_file} cannot be read ({type(err).__name__}: {err}).") from err
+
+
+def _resolve_resume(config: TrainConfig) -> Optional[Tuple[Path, Dict[str, Any]]]:
+    """(checkpoint folder, its verified state) to resume from, falling back past corrupt ones; None: start fresh."""
     if not config.resume:
         return None
     if isinstance(config.resume, (str, Path)) and not isinstance(config.resume, bool):
         path = Path(config.resume)
-        path = path if (path / "state.pt").is_file() else (_checkpoints(path) or [None])[-1]
-        if path is None:
+        if (path / "state.pt").is_file():
+            return path, read_checkpoint(path)  # the checkpoint asked for, or an error naming it
+        candidates = _checkpoints(path)
+        if not candidates:
             raise FileNotFoundError(f"resume={config.resume!r}: no checkpoint (step-*/state.pt) found there.")
-        return path
-    if not config.checkpoint_dir:
+    elif not config.checkpoint_dir:
         raise ValueError("resume=True needs checkpoint_root_dir (where the interrupted run saved checkpoints).")
-    found = _checkpoints(Path(config.checkpoint_dir))
-    if not found:
-        logger.info("resume=True but no checkpoint in %s: starting from scratch", config.checkpoint_dir)
-    return found[-1] if found else None
+    else:
+        candidates = _checkpoints(Path(config.checkpoint_dir))
+        if not candidates:
+            logger.info("resume=True but no checkpoint in %s: starting from scratch", config.checkpoint_dir)
+            return None
+    errors = []
+    for path in reversed(candidates):
+        try:
+            state = read_checkpoint(path)
+        except CheckpointCorruptError as err:
+            logger.warning("%s Falling back to the previous checkpoint.", err)
+            errors.append(str(err))
+            continue
+        return path, state
+    raise CheckpointCorruptError(" ".join(errors) + " No readable checkpoint is left: delete these folders and "
+                                                    "resume=False to start again.")
 
 
 def load_checkpoint(path: Path, modules: Dict[str, nn.Module], optimizer, scheduler,
-                    run_fields: Dict[str, Any]) -> Dict[str, int]:
-    """Restore a checkpoint saved by :func:`save_checkpoint`; refuse one from a different run."""
-    state = torch.load(path / "state.pt", map_location="cpu", weights_only=True)
+                    run_fields: Dict[str, Any], state: Optional[Dict[str, Any]] = None) -> Dict[str, int]:
+    """Restore a checkpoint saved by :func:`save_checkpoint`; refuse one from a different run or a corrupt one."""
+    state = read_checkpoint(path) if state is None else state
     saved, current = state["run_fields"], {k: str(v) for k, v in run_fields.items()}
     differing = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
     if differing:
@@ -358,7 +401,7 @@ def train(
     progress = {"epoch": 0, "batch": 0, "global_step": 0}
     resume_from = _resolve_resume(config)
     if resume_from is not None:
-        progress = load_checkpoint(resume_from, modules, optimizer, scheduler, config.run_fields)
+        progress = load_checkpoint(resume_from[0], modules, optimizer, scheduler, config.run_fields, resume_from[1])
     stopper = _EarlyStopper(early_stopping) if early_stopping is not None and eval_fn is not None else None
     amp = config.use_amp and str(config.device).startswith("cuda")
     if config.use_amp and not amp:
@@ -366,6 +409,8 @@ def train(
     scaler = torch.amp.GradScaler("cuda") if amp else None
     lengths = None if config.length_key is None else torch.as_tensor(np.asarray(dataset[config.length_key])).sum(1)
     last_loss, metrics, stopped = float("nan"), {}, False
+    last_finite: Optional[float] = None
+    bad_loss: Optional[float] = None  # the first non-finite micro-batch loss of the current step
     bar = tqdm(total=steps_per_epoch * config.n_epochs, initial=progress["global_step"], desc="training",
                disable=not config.show_progress or rank != 0)
     for epoch in range(progress["epoch"], config.n_epochs):
@@ -389,12 +434,20 @@ def train(
                     (scaler.scale(loss) if scaler else loss).backward()
                     total += float(loss.detach())
                 last_loss = total * config.grad_acc_steps / share
+                if not math.isfinite(last_loss) and bad_loss is None:
+                    bad_loss = last_loss
+                elif math.isfinite(last_loss):
+                    last_finite = last_loss
             if (b_idx + 1) % config.grad_acc_steps and b_idx + 1 != batches_per_epoch:
                 continue
             _average_gradients(params)
             if scaler:
                 scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm))
+            step = progress["global_step"] + 1
+            check_finite_loss(last_loss if bad_loss is None else bad_loss, step, last_finite)
+            if not scaler:  # AMP's scaler skips steps with inf gradients itself
+                check_finite_grad(grad_norm, step, last_finite)
             scaler.step(optimizer) if scaler else optimizer.step()
             if scaler:
                 scaler.update()

@@ -4,7 +4,7 @@ Key fields of an entry (stored in its ``meta.json``):
 
 * ``kind``: ``"sentence_embeddings"``;
 * ``teacher``: :func:`model_fingerprint`, a hash of the teacher's module classes and configs (max_seq_length,
-  pooling mode, normalisation, any Dense head), its tokenizer fingerprint and all its weights;
+  pooling mode, normalisation, any Dense head), its tokenizer fingerprint and its weights (but the unused pooler);
 * ``sentences``: SHA-256 of the ordered sentence list, and ``count``.
 
 Anything that changes the teacher's output changes the key, so a stale entry is never read.
@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, Dict, Iterator, Optional, Sequence, Tuple
 import numpy as np
 from tqdm.auto import tqdm
 
-from haystack_distill.teacher_cache import cache_key, cached_outputs, fingerprint_module
+from haystack_distill.teacher_cache import cache_key, cached_outputs, fingerprint_module, load_cached
 
 if TYPE_CHECKING:  # pragma: no cover
     from sentence_transformers import SentenceTransformer
@@ -35,6 +35,8 @@ logger = logging.getLogger(__name__)
 
 PathLike = Union[str, os.PathLike]
 CACHE_ENV = "HAYSTACK_DISTILL_CACHE"
+#: Weights the sentence embedding never reads (BERT's pooler, re-initialised when a folder lacks it).
+POOLER = (".pooler.",)
 #: Sentences per ``encode`` call while filling the cache (each call sorts its chunk by length).
 CHUNK = 4096
 
@@ -65,7 +67,7 @@ def model_fingerprint(model: SentenceTransformer) -> str:
         tokenizer = getattr(module, "tokenizer", None)
         if tokenizer is not None:
             digest.update(tokenizer_fingerprint(tokenizer).encode())
-    digest.update(fingerprint_module(model).encode())
+    digest.update(fingerprint_module(model, exclude=POOLER).encode())
     return digest.hexdigest()
 
 
@@ -112,7 +114,8 @@ def teacher_embeddings(
         return np.concatenate(list(chunks())).astype(np.float16), {"hit": False, "path": None, **fields}
     root = Path(cache_dir) if cache_dir else default_cache_dir()
     entry = root / cache_key(fields)
-    stored = entry / "outputs.npy"
-    hit = stored.is_file() and np.load(stored, mmap_mode="r").shape == (len(sentences), dim)
-    embeddings = cached_outputs(root, fields, n_rows=len(sentences), row_shape=(dim,), produce=chunks)
+    embeddings = load_cached(root, fields, len(sentences), (dim,))
+    hit = embeddings is not None
+    if not hit:
+        embeddings = cached_outputs(root, fields, n_rows=len(sentences), row_shape=(dim,), produce=chunks)
     return embeddings, {"hit": hit, "path": str(entry), **fields}

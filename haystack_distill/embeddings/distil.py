@@ -33,6 +33,7 @@ from haystack_distill.embeddings.sentences import check_sentences
 from haystack_distill.embeddings.sts import StsPair, evaluate_sts
 from haystack_distill.io import ensure_new_output
 from haystack_distill.losses import embedding_cosine, embedding_mse
+from haystack_distill.safety import check_finite_grad, check_finite_loss
 
 if TYPE_CHECKING:  # pragma: no cover
     from sentence_transformers import SentenceTransformer
@@ -300,7 +301,7 @@ def _train(student: SentenceTransformer, sentences: List[str], targets: _Targets
             best_state = {k: v.detach().to("cpu", copy=True) for k, v in student.state_dict().items()}
 
     epoch_losses: List[float] = []
-    step = 0
+    step, last_finite = 0, None
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         generator = torch.Generator().manual_seed(seed)
@@ -315,13 +316,16 @@ def _train(student: SentenceTransformer, sentences: List[str], targets: _Targets
                     features = {k: v.to(device) for k, v in features.items()}
                     loss = loss_fn(student(features)["sentence_embedding"], targets[index].to(device))
                     optimizer.zero_grad()
+                    check_finite_loss(float(loss.detach()), step + 1, losses[-1] if losses else last_finite)
                     loss.backward()
-                    torch.nn.utils.clip_grad_norm_([p for p in student.parameters() if p.requires_grad],
-                                                   max_grad_norm)
+                    norm = torch.nn.utils.clip_grad_norm_([p for p in student.parameters() if p.requires_grad],
+                                                          max_grad_norm)
+                    check_finite_grad(float(norm), step + 1, float(loss.detach()))
                     optimizer.step()
                     scheduler.step()
                     step += 1
                     losses.append(loss.detach().item())
+                    last_finite = losses[-1]
                     bar.update(1)
                     bar.set_postfix(loss=f"{losses[-1]:.3g}")
                     if evaluation_steps and step % evaluation_steps == 0:

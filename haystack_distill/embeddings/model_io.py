@@ -127,6 +127,9 @@ def save_sentence_transformer(
 
     An existing non-empty ``path`` is refused unless ``overwrite``.
     """
+    from haystack_distill.safety import check_finite
+
+    check_finite(model, "the sentence-transformers model")
     path = ensure_new_output(path, overwrite)
     with atomic_dir(path) as tmp:
         model.save(str(tmp), create_model_card=False)

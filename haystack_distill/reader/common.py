@@ -22,6 +22,7 @@ logger = logging.getLogger(__name__)
 
 RUN_MARKER = "distillation.json"
 KD_MASKS = ("span", "padding", "none")
+UNUSED_WEIGHTS = (".pooler.",)  # never used by a QA head; random on each load when the folder has none
 FEATURE_TENSORS = ("input_ids", "padding_mask", "segment_ids", "labels", "span_mask", "id", "passage_start_t",
                    "seq_2_start_t")
 
@@ -193,9 +194,11 @@ def read_paragraphs(path: Path) -> List[Dict[str, Any]]:
 
 def teacher_key(teacher: Any, student: Any, train_path: Path, max_seq_len: int, doc_stride: int,
                 max_query_length: int, extra: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
-    """Everything that changes the teacher's outputs for these features."""
+    """Everything that changes the teacher's outputs for these features: the weights that produce its logits and
+    hidden states (not the pooler, which QA never uses and Haystack re-initialises on each load of a plain
+    transformers folder), the tokenizers, the training file's content and the sequence settings."""
     return {
-        "teacher_weights": fingerprint_module(teacher.inferencer.model),
+        "teacher_weights": fingerprint_module(teacher.inferencer.model, exclude=UNUSED_WEIGHTS),
         "teacher_tokenizer": tokenizer_fingerprint(teacher.inferencer.processor.tokenizer),
         "student_tokenizer": tokenizer_fingerprint(student.inferencer.processor.tokenizer),
         "train_file": fingerprint_file(train_path),
@@ -328,13 +331,17 @@ def save_reader(reader: Any, save_dir: Path, record: Dict[str, Any]) -> None:
         return
     with atomic_dir(save_dir) as tmp:
         reader.save(tmp)
+        plain_transformers_copy(reader, tmp)
         atomic_write_json(tmp / RUN_MARKER, record)
     logger.info("saved the student to %s", save_dir)
 
 
-def export_transformers(reader: Any, directory: Path) -> Path:
-    """Write a plain transformers QA checkpoint (``AutoModelForQuestionAnswering``) of the reader."""
-    with atomic_dir(directory) as tmp:
-        reader.inferencer.model.convert_to_transformers()[0].save_pretrained(tmp)
-        reader.inferencer.processor.tokenizer.save_pretrained(tmp)
-    return directory
+def plain_transformers_copy(reader: Any, folder: Path) -> None:
+    """Add ``config.json`` + ``model.safetensors`` beside Haystack's files, so ``folder`` also loads with
+    ``AutoModelForQuestionAnswering.from_pretrained`` (see :mod:`haystack_distill.reader.export`)."""
+    from .export import ExportError, write_transformers_checkpoint
+
+    try:
+        write_transformers_checkpoint(reader.inferencer.model, None, folder)
+    except ExportError as err:  # an exotic encoder: the Haystack save is still complete
+        logger.warning("no plain transformers copy in %s: %s", folder, err)

@@ -31,6 +31,7 @@ from torch import Tensor, nn
 from ..attention import AttentionScores
 from ..layers import LayerMapping, count_layers, resolve_layer_mapping
 from ..losses import DistillationLoss, attention_kl, attention_score_mse, hidden_state_mse, span_kd_loss
+from ..teacher_cache import fingerprint_file
 from ..training import TrainConfig, config_fields, ensure_distributed, is_main_process, train
 from . import common
 from .prediction import finish, kd_valid_mask
@@ -210,6 +211,7 @@ def distil_intermediate_layers(student: Any, teacher: Any, *, data_dir: str, tra
         "prediction": [str(distillation_loss), distillation_loss_weight, temperature],
         "teacher": common.teacher_key(teacher, student, train_path, max_seq_len, doc_stride,
                                       max_query_length)["teacher_weights"],
+        "train_file": fingerprint_file(train_path),
         "n_features": len(features["input_ids"])}
     started = time.perf_counter()
     result = train(model, features, loss_fn, config, extra_modules=loss_fn,

@@ -22,6 +22,7 @@ from torch import Tensor
 
 from ..losses import DistillationLoss, combine_losses, span_cross_entropy, span_kd_loss
 from ..sparse_logits import decode_top_k, validate_top_k
+from ..teacher_cache import fingerprint_file
 from ..training import TrainConfig, config_fields, ensure_distributed, train, world
 from . import common
 
@@ -172,7 +173,7 @@ def distil_prediction_layer(student: Any, teacher: Optional[Any], *, data_dir: s
         config.run_fields = {**config_fields(config), "stage": "prediction_layer", "loss": str(distillation_loss),
                              "temperature": temperature, "weight": distillation_loss_weight, "kd_mask": kd_mask,
                              "teacher_top_k": teacher_top_k, "hard_loss_padding": hard_loss_padding,
-                             "train_file": train_path.name,
+                             "train_file": fingerprint_file(train_path),  # its content: an edited file differs
                              "n_features": len(features["input_ids"])}
         loss_fn = PredictionLayerLoss(model, 0.0 if fine_tune_only else distillation_loss_weight,
                                       distillation_loss, temperature, kd_mask,
