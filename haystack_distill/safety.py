@@ -10,10 +10,11 @@
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import math
 from pathlib import Path
-from typing import Any, Iterable, Optional, Union
+from typing import Any, Iterable, Optional, Sequence, Union
 
 import torch
 from torch import nn
@@ -77,43 +78,58 @@ def _input_folder(path: PathLike) -> Optional[Path]:
     return p if p.is_dir() else p.parent
 
 
-def check_output_dir(output: PathLike, inputs: Iterable[Any] = (), marker: Optional[str] = None) -> Path:
+class UnsafeOutputError(ValueError):
+    """An output folder would replace an input or files this tool did not write."""
+
+
+def check_output_dir(output: PathLike, inputs: Iterable[Any] = (), marker: Optional[str] = None,
+                     legacy: Sequence[str] = ()) -> Path:
     """Return ``output`` if it is safe to (re)write: not an input folder or inside one, and either new, empty,
-    or a previous output of ours with no foreign files. Raise ``ValueError`` naming the fix otherwise.
+    or a previous output of ours with no foreign files. Raise :class:`UnsafeOutputError` naming the fix otherwise.
 
     Example:
         >>> import tempfile, pathlib
         >>> d = pathlib.Path(tempfile.mkdtemp())
         >>> check_output_dir(d / "new", inputs=[d / "teacher"]).name
         'new'
+
+    ``marker`` and ``legacy``: a folder without a manifest but holding ``marker`` (an output of an older version)
+    counts as ours if every file in it matches one of the ``legacy`` glob patterns.
     """
     out = Path(output).expanduser().resolve()
     for item in inputs:
         folder = _input_folder(item) if isinstance(item, (str, Path)) else None
         if folder is not None and _inside(out, folder):
-            raise ValueError(f"output folder {output} is {'the' if out == folder else 'inside the'} input folder "
-                             f"{folder}; writing there would replace the model you read. Choose another folder.")
+            raise UnsafeOutputError(f"output folder {output} is {'the' if out == folder else 'inside the'} input "
+                                    f"folder {folder}; writing there would replace the model you read. Choose another "
+                                    "folder.")
+        if folder is not None and folder != out and _inside(folder, out):
+            raise UnsafeOutputError(f"output folder {output} contains the input {item}; replacing it would delete "
+                                    "that input. Choose another folder.")
     if out.is_file():
-        raise ValueError(f"output {output} is a file; give a folder path.")
+        raise UnsafeOutputError(f"output {output} is a file; give a folder path.")
     if out.is_dir() and any(out.iterdir()):
-        foreign = foreign_files(out, marker)
+        foreign = foreign_files(out, marker, legacy)
         if foreign:
             shown = ", ".join(sorted(foreign)[:5])
-            raise ValueError(f"output folder {output} holds files this tool did not write ({shown}); choose a new "
-                             "or empty folder, or move those files away.")
+            raise UnsafeOutputError(f"output folder {output} holds files this tool did not write ({shown}); choose a "
+                                    "new or empty folder, or move those files away.")
     return out
 
 
-def foreign_files(folder: Path, marker: Optional[str] = None) -> list:
-    """Files in ``folder`` not listed in its manifest (all of them when it has none)."""
+def foreign_files(folder: Path, marker: Optional[str] = None, legacy: Sequence[str] = ()) -> list:
+    """Files in ``folder`` not listed in its manifest (all of them when it has none, unless ``marker`` marks an
+    older output of ours: then those not matching a ``legacy`` pattern)."""
     listed: set = set()
     manifest = folder / MANIFEST
+    present = {str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()}
     if manifest.is_file():
         try:
             listed = set(json.loads(manifest.read_text())["files"]) | {MANIFEST}
         except (ValueError, KeyError, TypeError):
             listed = set()
-    present = {str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()}
+    elif marker and (folder / marker).is_file():
+        listed = {name for name in present if any(fnmatch.fnmatch(name, pattern) for pattern in legacy)}
     return sorted(present - listed)
 
 

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from haystack_distill.losses import kd_kl_div
+from haystack_distill.safety import UnsafeOutputError
 from haystack_distill.squad import SquadFormatError
 from haystack_distill.tokenizers import TokenizerMismatchError
 
@@ -168,7 +169,7 @@ def test_existing_foreign_save_dir_is_refused(readers, tiny_squad, tmp_path):
     teacher, make_student = readers
     (tmp_path / "precious").mkdir()
     (tmp_path / "precious" / "notes.txt").write_text("keep me")
-    with pytest.raises(FileExistsError, match="not a previous distillation output"):
+    with pytest.raises(UnsafeOutputError, match="holds files this tool did not write"):
         make_student().distil_prediction_layer_from(teacher, str(tiny_squad), "train.json",
                                                     save_dir=str(tmp_path / "precious"))
     assert (tmp_path / "precious" / "notes.txt").read_text() == "keep me"

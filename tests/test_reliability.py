@@ -61,3 +61,95 @@ def test_a_checkpoint_with_non_finite_weights_is_never_written(tmp_path):
     with pytest.raises(DivergenceError, match="non-finite weights .* weight"):
         save_checkpoint(tmp_path, {"model": model}, opt, sched, {"epoch": 0, "batch": 1, "global_step": 1}, {}, 2)
     assert not list(tmp_path.glob("step-*"))
+
+
+# -- 2. save_dir -----------------------------------------------------------------------------------------------
+READER_KW = dict(use_gpu=False, max_seq_len=96, doc_stride=32, max_query_length=24, num_processes=0,
+                 progress_bar=False)
+FAST = dict(batch_size=8, n_epochs=1, evaluate_every=0, show_progress=False)
+
+
+@pytest.fixture(scope="module")
+def reader_pair(tiny_models, tmp_path_factory):
+    """(teacher, make_student, teacher folder): the teacher is loaded from a folder this module may probe."""
+    import shutil
+
+    from haystack_distill.reader import DistillableFARMReader
+
+    folder = tmp_path_factory.mktemp("own") / "teacher"
+    shutil.copytree(tiny_models["teacher"], folder)
+    teacher = DistillableFARMReader(str(folder), **READER_KW)
+    return teacher, lambda: DistillableFARMReader(str(tiny_models["student"]), **READER_KW), folder
+
+
+def _distil(reader_pair, squad, save_dir, **kw):
+    teacher, make_student, _ = reader_pair
+    return make_student().distil_prediction_layer_from(teacher, str(squad), "train.json", save_dir=str(save_dir),
+                                                       **{**FAST, **kw})
+
+
+def _tree(folder):
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+@pytest.mark.parametrize("where", ["teacher", "inside"])
+def test_the_teacher_folder_is_never_a_save_dir(reader_pair, tiny_squad, where):
+    from haystack_distill.safety import UnsafeOutputError
+
+    folder = reader_pair[2]
+    before = _tree(folder)
+    target = folder if where == "teacher" else folder / "student"
+    with pytest.raises(UnsafeOutputError, match="input folder .*teacher.*Choose another folder"):
+        _distil(reader_pair, tiny_squad, target)
+    assert _tree(folder) == before
+
+
+def test_a_folder_holding_the_teacher_is_never_a_save_dir(reader_pair, tiny_squad):
+    from haystack_distill.safety import UnsafeOutputError
+
+    with pytest.raises(UnsafeOutputError, match="contains the input"):
+        _distil(reader_pair, tiny_squad, reader_pair[2].parent)
+
+
+def test_a_previous_output_is_replaced_but_a_users_file_in_it_is_never_deleted(reader_pair, tiny_squad, tmp_path):
+    from haystack_distill.safety import MANIFEST, UnsafeOutputError
+
+    out = tmp_path / "out"
+    _distil(reader_pair, tiny_squad, out)
+    assert (out / MANIFEST).is_file() and (out / "distillation.json").is_file()
+    first = (out / "language_model.bin").read_bytes()
+    _distil(reader_pair, tiny_squad, out, learning_rate=1e-3)  # ours: replaced, with a fresh manifest
+    assert (out / "language_model.bin").read_bytes() != first and (out / MANIFEST).is_file()
+    (out / "notes.txt").write_text("keep me")
+    with pytest.raises(UnsafeOutputError, match=r"did not write \(notes.txt\)"):
+        _distil(reader_pair, tiny_squad, out)
+    assert (out / "notes.txt").read_text() == "keep me"
+
+
+def test_an_output_of_an_older_version_without_manifest_stays_replaceable(reader_pair, tiny_squad, tmp_path):
+    from haystack_distill.safety import MANIFEST
+
+    out = tmp_path / "old"
+    _distil(reader_pair, tiny_squad, out)
+    (out / MANIFEST).unlink()
+    _distil(reader_pair, tiny_squad, out)
+    assert (out / MANIFEST).is_file()
+
+
+def test_a_diverging_reader_run_raises_and_saves_nothing(reader_pair, tiny_squad, tmp_path):
+    with pytest.raises(DivergenceError, match="diverged at step"):
+        _distil(reader_pair, tiny_squad, tmp_path / "nan", learning_rate=1e6, distillation_loss_weight=1.0,
+                distillation_loss="mse", n_epochs=3)
+    assert not (tmp_path / "nan").exists()
+
+
+def test_a_reader_with_non_finite_weights_is_never_saved(reader_pair, tmp_path):
+    from haystack_distill.reader import common
+
+    _, make_student, _ = reader_pair
+    student = make_student()
+    with torch.no_grad():
+        next(student.inferencer.model.parameters()).view(-1)[0] = math.nan
+    with pytest.raises(DivergenceError, match="non-finite weights"):
+        common.save_reader(student, tmp_path / "s", {})
+    assert not (tmp_path / "s").exists()

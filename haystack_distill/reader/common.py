@@ -13,6 +13,7 @@ import torch
 
 from ..io import atomic_dir, atomic_write_json
 from ..losses import validate_distillation_loss
+from ..safety import check_finite, check_output_dir, write_manifest
 from ..squad import iter_paragraphs, load_squad, validate_squad_file
 from ..teacher_cache import cached_outputs, fingerprint_file, fingerprint_module
 from ..tokenizers import check_tokenizer_compatibility, tokenizer_fingerprint
@@ -21,6 +22,10 @@ from ..training import barrier, is_main_process, world
 logger = logging.getLogger(__name__)
 
 RUN_MARKER = "distillation.json"
+# what Haystack's reader.save and our older versions (before the manifest) wrote: such a folder stays replaceable
+LEGACY_OUTPUT = (RUN_MARKER, "projections.safetensors", "language_model.bin", "language_model_config.json",
+                 "prediction_head_*", "processor_config.json", "vocab.*", "merges.txt", "tokenizer*.json",
+                 "special_tokens_map.json", "added_tokens.json", "*.model", "config.json", "model.safetensors")
 KD_MASKS = ("span", "padding", "none")
 UNUSED_WEIGHTS = (".pooler.",)  # never used by a QA head; random on each load when the folder has none
 FEATURE_TENSORS = ("input_ids", "padding_mask", "segment_ids", "labels", "span_mask", "id", "passage_start_t",
@@ -63,11 +68,12 @@ class StageInputs(NamedTuple):
 
 def stage_inputs(student: Any, data_dir: Optional[str], train_filename: str, dev_filename: Optional[str],
                  test_filename: Optional[str], save_dir: Optional[str], save_suffix: str, max_seq_len: Optional[int],
-                 doc_stride: Optional[int], max_query_length: Optional[int]) -> StageInputs:
+                 doc_stride: Optional[int], max_query_length: Optional[int], teacher: Any = None) -> StageInputs:
     """Check the data files and ``save_dir`` (before any model work) and resolve the sequence settings."""
     train = data_path(data_dir, train_filename)
     dev, test = data_path(data_dir, dev_filename), data_path(data_dir, test_filename)
-    save = check_save_dir(Path(save_dir) if save_dir else default_save_dir(student, save_suffix))
+    save = check_save_dir(Path(save_dir) if save_dir else default_save_dir(student, save_suffix),
+                          [r for r in (teacher, student) if r is not None])
     return StageInputs(train, dev, test, save, sequence_settings(student, max_seq_len, doc_stride, max_query_length))
 
 
@@ -76,18 +82,16 @@ def default_save_dir(reader: Any, suffix: str = "") -> Path:
     return Path(f"./saved_models/{reader.inferencer.model.language_model.name}{suffix}")
 
 
-def check_save_dir(save_dir: Path) -> Path:
-    """Allow a new/empty folder or a previous output (ours or a Haystack-saved reader); refuse anything else."""
-    if save_dir.is_file():
-        raise FileExistsError(f"save_dir {save_dir} is a file; pass a folder path.")
-    if save_dir.is_dir() and any(save_dir.iterdir()):
-        previous = (save_dir / RUN_MARKER).is_file() or (save_dir / "language_model_config.json").is_file()
-        if not previous:
-            raise FileExistsError(
-                f"save_dir {save_dir} exists and is not a previous distillation output; choose an empty or new "
-                "folder so nothing there is overwritten."
-            )
-    return save_dir
+def load_path(reader: Any) -> Optional[str]:
+    """The folder (or hub name) a FARMReader was loaded from."""
+    return getattr(reader, "model_name_or_path", None)
+
+
+def check_save_dir(save_dir: Path, readers: Sequence[Any] = ()) -> Path:
+    """Refuse a ``save_dir`` that is (or is inside, or contains) the folder one of ``readers`` was loaded from, or
+    that holds files we did not write; a new/empty folder or a previous output of ours is fine."""
+    inputs = [Path(p) for p in map(load_path, readers) if p]
+    return check_output_dir(save_dir, inputs, marker=RUN_MARKER, legacy=LEGACY_OUTPUT)
 
 
 def check_pair(teacher: Any, student: Any, max_seq_len: int) -> None:
@@ -325,14 +329,23 @@ def make_eval_fn(reader: Any, paragraphs: List[Dict[str, Any]]) -> Optional[Call
     return evaluate
 
 
-def save_reader(reader: Any, save_dir: Path, record: Dict[str, Any]) -> None:
-    """Save in Haystack's format (``FARMReader(save_dir)`` reloads it) plus a run record, atomically, rank 0 only."""
+def save_reader(reader: Any, save_dir: Path, record: Dict[str, Any],
+                extra: Optional[Callable[[Path], None]] = None) -> None:
+    """Save in Haystack's format (``FARMReader(save_dir)`` reloads it) plus a run record, atomically, rank 0 only.
+
+    A model with NaN/inf weights is refused; ``extra(folder)`` writes more files (e.g. projections) before the
+    manifest that marks all of them as ours, so a later run may replace the folder.
+    """
     if not is_main_process():
         return
+    check_finite(reader.inferencer.model, "the student")
     with atomic_dir(save_dir) as tmp:
         reader.save(tmp)
         plain_transformers_copy(reader, tmp)
         atomic_write_json(tmp / RUN_MARKER, record)
+        if extra is not None:
+            extra(tmp)
+        write_manifest(tmp, "haystack-distill reader")
     logger.info("saved the student to %s", save_dir)
 
 

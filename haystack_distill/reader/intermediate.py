@@ -177,7 +177,7 @@ def distil_intermediate_layers(student: Any, teacher: Any, *, data_dir: str, tra
                                     grad_acc_steps, kd_mask)
     train_path, dev_path, test_path, save_path, settings = common.stage_inputs(
         student, data_dir, train_filename, dev_filename, test_filename, save_dir, "_tinybert_stage_1", max_seq_len,
-        doc_stride, max_query_length)
+        doc_stride, max_query_length, teacher)
     max_seq_len, doc_stride, max_query_length = settings
     common.check_pair(teacher, student, max_seq_len)
     for role, reader in (("teacher", teacher), ("student", student)):
@@ -220,6 +220,6 @@ def distil_intermediate_layers(student: Any, teacher: Any, *, data_dir: str, tra
     metrics = finish(student, save_path, result, {**timings, **{f"last_{k}": v for k, v in
                                                                  loss_fn.last_terms.items()}},
                      dev_paras, test_path, {"stage": "intermediate_layers",
-                                            **{k: str(v) for k, v in config.run_fields.items()}})
-    save_projections(loss_fn, save_path)
+                                            **{k: str(v) for k, v in config.run_fields.items()}},
+                     extra=lambda folder: save_projections(loss_fn, folder))
     return metrics

@@ -124,7 +124,7 @@ def distil_prediction_layer(student: Any, teacher: Optional[Any], *, data_dir: s
                                     grad_acc_steps, kd_mask)
     train_path, dev_path, test_path, save_path, settings = common.stage_inputs(
         student, data_dir, train_filename, dev_filename, test_filename, save_dir, "", max_seq_len, doc_stride,
-        max_query_length)
+        max_query_length, teacher)
     max_seq_len, doc_stride, max_query_length = settings
     padded_length = max_seq_len if hard_loss_padding == "max_seq_len" else None
     if teacher_top_k is not None and not fine_tune_only:
@@ -188,8 +188,9 @@ def distil_prediction_layer(student: Any, teacher: Optional[Any], *, data_dir: s
 
 
 def finish(student: Any, save_path: Path, result: Any, timings: Dict[str, float], dev_paras: list,
-           test_path: Optional[Path], record: Dict[str, Any]) -> Dict[str, Any]:
-    """Evaluate on dev/test, save the student with its run record, return the metrics."""
+           test_path: Optional[Path], record: Dict[str, Any], extra: Any = None) -> Dict[str, Any]:
+    """Evaluate on dev/test, save the student with its run record (and ``extra(folder)``'s files), return the
+    metrics."""
     metrics: Dict[str, Any] = {"loss": result.loss, "global_step": result.global_step,
                                "stopped_early": result.stopped_early, **timings}
     if dev_paras:
@@ -197,7 +198,7 @@ def finish(student: Any, save_path: Path, result: Any, timings: Dict[str, float]
     if test_path is not None:
         test = common.make_eval_fn(student, common.read_paragraphs(test_path))()
         metrics.update({f"test_{k}": v for k, v in test.items()})
-    common.save_reader(student, save_path, {**record, "metrics": metrics})
+    common.save_reader(student, save_path, {**record, "metrics": metrics}, extra)
     metrics["save_dir"] = str(save_path)
     return metrics
 
