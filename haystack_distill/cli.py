@@ -17,6 +17,7 @@ from typing import List, Optional
 COMMAND_MODULES = (
     "haystack_distill.demo",
     "haystack_distill.reader.cli",
+    "haystack_distill.reader.export_cli",
     "haystack_distill.general_cli",
     "haystack_distill.embeddings.cli",
     "augment.cli",

@@ -1,0 +1,294 @@
+"""Deploy a reader: plain transformers checkpoints, ONNX (fp32 or int8) folders, and torch dynamic int8.
+
+- :func:`transformers_qa_model`: the Haystack model as an ``AutoModelForQuestionAnswering`` with equal logits
+  (the head's confidence temperature is folded into ``qa_outputs``); the live reader is not changed.
+- :func:`write_transformers_checkpoint`: ``config.json`` + ``model.safetensors`` (+ tokenizer) into a folder, so
+  one folder loads with ``FARMReader(dir)`` and ``AutoModelForQuestionAnswering.from_pretrained(dir)``.
+- :func:`export_reader`: a reader folder -> a new transformers or ONNX folder; ONNX folders (``--int8``: dynamic
+  int8 weights, embeddings included) run in onnxruntime directly and in ``FARMReader(dir)`` (Haystack's ONNX path).
+- :func:`torch_int8_reader`: torch's dynamic int8 (``nn.Linear``) of a loaded reader, for speed comparisons.
+
+Example (with your own reader folder):
+    >>> from haystack_distill.reader.export import export_reader                       # doctest: +SKIP
+    >>> export_reader("models/student", "models/student-int8", fmt="onnx", int8=True)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Dict, Optional, Union
+
+import torch
+
+from ..io import atomic_dir
+
+logger = logging.getLogger(__name__)
+
+PathLike = Union[str, Path]
+FORMATS = ("transformers", "onnx")
+ONNX_FILE = "model.onnx"
+ONNX_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+ONNX_OUTPUTS = ("start_logits", "end_logits")
+OPSET = 17
+HAYSTACK_FILES = ("language_model.bin", "language_model_config.json")
+
+
+class ExportError(ValueError):
+    """Bad input for an export (not a reader folder, unknown format, existing output); the message names the fix."""
+
+
+def transformers_qa_model(adaptive_model: Any) -> Any:
+    """A new ``AutoModelForQuestionAnswering`` (CPU, fp32, eval) whose start/end logits equal the Haystack model's.
+
+    Copies the encoder and the span head; the head's ``temperature_for_confidence`` divides ``qa_outputs`` so the
+    logits match ``adaptive_model.forward`` exactly. ``adaptive_model`` itself is left unchanged.
+    """
+    from transformers import AutoModelForQuestionAnswering
+
+    encoder = adaptive_model.language_model.model
+    head = adaptive_model.prediction_heads[0]
+    if getattr(head, "model_type", None) != "span_classification" or len(head.layer_dims) != 2:
+        raise ExportError(f"the reader's head is {type(head).__name__} {head.layer_dims}; only a single-layer "
+                          "span (question answering) head converts to a transformers QA model.")
+    config = copy.deepcopy(encoder.config)
+    config.architectures = None
+    model = AutoModelForQuestionAnswering.from_config(config)
+    state = {k: v.detach().cpu().float() for k, v in encoder.state_dict().items()}
+    missing, unexpected = getattr(model, model.base_model_prefix).load_state_dict(state, strict=False)
+    unexpected = [k for k in unexpected if not k.startswith("pooler.")]  # QA models have no pooler
+    if missing or unexpected:
+        raise ExportError(f"the encoder's weights do not fit {type(model).__name__} (missing {missing[:3]}, "
+                          f"unexpected {unexpected[:3]}); export supports encoders transformers has a QA class for.")
+    linear = head.feed_forward.feed_forward[0]
+    temperature = float(head.temperature_for_confidence.detach()) if hasattr(head, "temperature_for_confidence") \
+        else 1.0
+    with torch.no_grad():
+        model.qa_outputs.weight.copy_(linear.weight.detach().cpu().float() / temperature)
+        model.qa_outputs.bias.copy_(linear.bias.detach().cpu().float() / temperature)
+    return model.eval()
+
+
+def write_transformers_checkpoint(adaptive_model: Any, tokenizer: Any, directory: PathLike) -> Path:
+    """Write ``config.json``, ``model.safetensors`` and the tokenizer into ``directory`` (which may hold a
+    Haystack save already: its files are left as they are).
+
+    Example:
+        >>> write_transformers_checkpoint(reader.inferencer.model, reader.inferencer.processor.tokenizer,
+        ...                               "models/student")                             # doctest: +SKIP
+    """
+    directory = Path(directory)
+    transformers_qa_model(adaptive_model).save_pretrained(directory, safe_serialization=True)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(directory)
+    return directory
+
+
+def export_transformers(reader: Any, directory: PathLike) -> Path:
+    """Write a plain transformers QA checkpoint of a loaded reader into a new folder, atomically.
+
+    Example:
+        >>> export_transformers(reader, "models/student-hf")                             # doctest: +SKIP
+    """
+    with atomic_dir(Path(directory)) as tmp:
+        write_transformers_checkpoint(reader.inferencer.model, reader.inferencer.processor.tokenizer, tmp)
+    return Path(directory)
+
+
+def is_reader_dir(path: PathLike) -> bool:
+    """True for a Haystack reader save (``language_model.bin``), a transformers QA checkpoint or an ONNX export."""
+    path = Path(path)
+    if (path / "language_model.bin").is_file() or (path / ONNX_FILE).is_file():
+        return True
+    config = path / "config.json"
+    if not config.is_file():
+        return False
+    try:
+        architectures = json.loads(config.read_text()).get("architectures") or []
+    except (ValueError, AttributeError):
+        return False
+    return any(a.endswith("ForQuestionAnswering") for a in architectures)
+
+
+def check_export_args(reader_dir: PathLike, output: PathLike, fmt: str) -> None:
+    """Raise :class:`ExportError` (one line, naming the fix) before any model work."""
+    reader_dir, output = Path(reader_dir), Path(output)
+    if fmt not in FORMATS:
+        raise ExportError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}.")
+    if not reader_dir.is_dir():
+        raise ExportError(f"{reader_dir} is not a folder; pass a saved reader folder (FARMReader.save or ours).")
+    if (reader_dir / ONNX_FILE).is_file():
+        raise ExportError(f"{reader_dir} is already an ONNX export; export from the reader folder it came from.")
+    if not is_reader_dir(reader_dir):
+        raise ExportError(f"{reader_dir} is not a reader folder (no language_model.bin, no transformers QA "
+                          "config.json); pass a folder saved by FARMReader.save or a distillation run.")
+    if output.exists() and (not output.is_dir() or any(output.iterdir())):
+        raise ExportError(f"{output} already exists; choose a new output folder (export never overwrites).")
+    if fmt == "onnx":
+        require_onnx()
+
+
+def require_onnx() -> None:
+    """Raise :class:`ExportError` naming the extra when onnx or onnxruntime is not installed."""
+    import importlib.util
+
+    missing = [name for name in ("onnx", "onnxruntime") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise ExportError(f"{' and '.join(missing)} not installed; run: pip install 'haystack-distill[onnx]'.")
+
+
+def _example_inputs(tokenizer: Any) -> Dict[str, torch.Tensor]:
+    """Two padded question/context pairs: batch 2 and a non-trivial length for tracing."""
+    batch = tokenizer(["who founded it?", "where?"], ["it was founded in paris in 1999 by a baker.", "in paris."],
+                      padding=True, return_tensors="pt")
+    if "token_type_ids" not in batch:
+        batch["token_type_ids"] = torch.zeros_like(batch["input_ids"])
+    return {name: batch[name] for name in ONNX_INPUTS}
+
+
+class _QAOutputs(torch.nn.Module):
+    """``(input_ids, attention_mask, token_type_ids) -> (start_logits, end_logits)`` for tracing."""
+
+    def __init__(self, model: Any, token_types: bool) -> None:
+        super().__init__()
+        self.model, self.token_types = model, token_types
+
+    def forward(self, input_ids, attention_mask, token_type_ids):  # noqa: D102
+        kwargs = {"token_type_ids": token_type_ids} if self.token_types else {}
+        out = self.model(input_ids=input_ids, attention_mask=attention_mask, **kwargs, return_dict=True)
+        return out.start_logits, out.end_logits
+
+
+def export_onnx_model(model: Any, tokenizer: Any, path: PathLike, opset: int = OPSET) -> Path:
+    """Trace a transformers QA model to ONNX: inputs ``input_ids``, ``attention_mask``, ``token_type_ids``
+    (int64, dynamic batch and sequence), outputs ``start_logits``, ``end_logits``."""
+    import warnings
+
+    token_types = "token_type_ids" in tokenizer.model_input_names
+    inputs = _example_inputs(tokenizer)
+    axes = {name: {0: "batch", 1: "sequence"} for name in (*ONNX_INPUTS, *ONNX_OUTPUTS)}
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(_QAOutputs(model.eval(), token_types), tuple(inputs.values()), str(path), dynamo=False,
+                          input_names=list(ONNX_INPUTS), output_names=list(ONNX_OUTPUTS), dynamic_axes=axes,
+                          opset_version=opset, do_constant_folding=True)
+    return Path(path)
+
+
+def quantize_onnx(source: PathLike, target: PathLike) -> Path:
+    """Dynamic int8 weights (per tensor, signed) for MatMul, Gather (the embedding matrices) and attention; the
+    activations are quantized at run time. Deterministic: the scales come from the weights alone."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8,
+                     op_types_to_quantize=["MatMul", "Gather", "Attention", "EmbedLayerNormalization"])
+    return Path(target)
+
+
+def write_haystack_onnx_configs(reader: Any, directory: Path, opset: int, token_types: bool) -> None:
+    """Haystack 1.x's ONNX reader files (``FARMReader(dir)`` loads ``model.onnx`` with them)."""
+    reader.inferencer.processor.save(directory)
+    reader.inferencer.model.prediction_heads[0].save_config(directory, 0)
+    config = {"task_type": "question_answering", "onnx_opset_version": opset,
+              # Haystack feeds token_type_ids only to "Bert"; "Roberta" means input_ids + attention_mask
+              "language_model_class": "Bert" if token_types else "Roberta",
+              "language": reader.inferencer.model.language_model.language}
+    (directory / "onnx_model_config.json").write_text(json.dumps(config, indent=2) + "\n")
+
+
+def onnx_session(path: PathLike, threads: Optional[int] = None) -> Any:
+    """An onnxruntime CPU session for ``model.onnx`` (or a folder holding it); ``threads`` caps intra-op threads."""
+    import onnxruntime
+
+    path = Path(path)
+    options = onnxruntime.SessionOptions()
+    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if threads:
+        options.intra_op_num_threads = threads
+    return onnxruntime.InferenceSession(str(path / ONNX_FILE if path.is_dir() else path), options,
+                                        providers=["CPUExecutionProvider"])
+
+
+def export_reader(reader: PathLike, output: PathLike, fmt: str = "onnx", int8: bool = False,
+                  opset: int = OPSET) -> Path:
+    """Export a reader folder to a new ``output`` folder: ``fmt="transformers"`` (plain QA checkpoint) or
+    ``"onnx"`` (``model.onnx`` + ``config.json`` + tokenizer + Haystack's ONNX configs), int8 weights with
+    ``int8=True`` (ONNX only). Refuses an existing non-empty ``output``; raises :class:`ExportError` on bad input.
+
+    Example:
+        >>> export_reader("models/student", "models/student-onnx-int8", fmt="onnx", int8=True)  # doctest: +SKIP
+    """
+    check_export_args(reader, output, fmt)
+    if int8 and fmt != "onnx":
+        raise ExportError("--int8 needs --format onnx (torch's dynamic int8 is not a savable checkpoint).")
+    loaded = load_reader(reader)
+    tokenizer = loaded.inferencer.processor.tokenizer
+    with atomic_dir(Path(output)) as tmp:
+        if fmt == "transformers":
+            write_transformers_checkpoint(loaded.inferencer.model, tokenizer, tmp)
+            return Path(output)
+        model = transformers_qa_model(loaded.inferencer.model)
+        model.config.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        write_haystack_onnx_configs(loaded, tmp, opset, "token_type_ids" in tokenizer.model_input_names)
+        with tempfile.TemporaryDirectory() as scratch:
+            fp32 = export_onnx_model(model, tokenizer, Path(scratch) / ONNX_FILE, opset)
+            if int8:
+                quantize_onnx(fp32, tmp / ONNX_FILE)
+            else:
+                shutil.copyfile(fp32, tmp / ONNX_FILE)
+    logger.info("exported %s to %s (%s%s)", reader, output, fmt, " int8" if int8 else "")
+    return Path(output)
+
+
+def load_reader(path: PathLike, **kwargs: Any) -> Any:
+    """``FARMReader(path)`` on CPU without progress bars (Haystack, transformers QA or ONNX folder)."""
+    from haystack.nodes import FARMReader
+
+    return FARMReader(str(path), **{"use_gpu": False, "progress_bar": False, "num_processes": 0, **kwargs})
+
+
+def torch_int8_reader(reader: Any) -> Any:
+    """A copy of ``reader`` whose ``nn.Linear`` layers run torch's dynamic int8 (CPU); the original is kept.
+
+    Example:
+        >>> fast = torch_int8_reader(load_reader("models/student"))                      # doctest: +SKIP
+    """
+    quantized = copy.copy(reader)
+    quantized.inferencer = copy.copy(reader.inferencer)
+    model = copy.deepcopy(reader.inferencer.model).cpu().eval()
+    quantized.inferencer.model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+    return quantized
+
+
+def onnx_model_size(path: PathLike) -> Dict[str, float]:
+    """Weights in an ONNX file (or export folder): element count of its initializers and the file's MB."""
+    import onnx
+
+    path = Path(path)
+    path = path / ONNX_FILE if path.is_dir() else path
+    graph = onnx.load(str(path), load_external_data=False).graph
+    params = sum(int(torch.Size(t.dims).numel()) for t in graph.initializer)
+    return {"parameters": params, "mb": path.stat().st_size / 2**20}
+
+
+def torch_model_size(model: torch.nn.Module) -> Dict[str, float]:
+    """Parameters (packed int8 weights included) and the serialized ``state_dict`` MB of a torch model."""
+    import io
+
+    params = sum(p.numel() for p in model.parameters())
+    for module in model.modules():
+        if isinstance(module, torch.ao.nn.quantized.dynamic.Linear):  # weight() and bias() are not parameters
+            params += module.weight().numel() + (module.bias().numel() if module.bias() is not None else 0)
+    buffer = io.BytesIO()
+    torch.save(model.state_dict(), buffer)
+    return {"parameters": params, "mb": buffer.tell() / 2**20}
+
+
+def is_torch_quantized(model: Any) -> bool:
+    """True when ``model`` holds torch.ao dynamic int8 ``Linear`` layers."""
+    return any(isinstance(m, torch.ao.nn.quantized.dynamic.Linear) for m in model.modules())
