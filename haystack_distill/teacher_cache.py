@@ -124,7 +124,8 @@ def cached_outputs(
     row = 0
     try:
         for batch in produce():
-            out[row : row + len(batch)] = batch
+            with np.errstate(over="ignore"):  # an overflow to inf is reported just below, by rows
+                out[row : row + len(batch)] = batch
             check_finite_array(out[row : row + len(batch)], f"the teacher's outputs (rows {row} to "
                                                             f"{row + len(batch) - 1}, as {np.dtype(dtype).name})")
             row += len(batch)

@@ -1,7 +1,13 @@
 """Promises: nothing lost, nothing silently wrong (issue 18). One test (or a few) per guarantee, on tiny models.
 
 1. Training stops at the first non-finite loss or gradient (DivergenceError: step, last finite loss) and
-   never updates or saves non-finite weights.
+   never updates or saves non-finite weights; teacher outputs with NaN/inf are never cached.
+2. An output folder is never the teacher's (or student's) folder, inside it or holding it, and never a folder
+   with files we did not write; our previous output is replaced atomically (readers and embeddings).
+3. The teacher fingerprint depends only on what the teacher computes: stable across loads.
+4. Caches and checkpoints are verified: a corrupt, truncated or incomplete cache is recomputed with a warning;
+   a corrupt checkpoint is refused by name and the previous good one used; an edited training file is a
+   different run.
 """
 
 import math
@@ -153,3 +159,189 @@ def test_a_reader_with_non_finite_weights_is_never_saved(reader_pair, tmp_path):
     with pytest.raises(DivergenceError, match="non-finite weights"):
         common.save_reader(student, tmp_path / "s", {})
     assert not (tmp_path / "s").exists()
+
+
+def test_embeddings_output_is_never_the_teacher_folder_nor_a_folder_with_user_files(tmp_path):
+    from test_embeddings import build_sentence_bert, make_sentences
+
+    from haystack_distill.embeddings import distil_embeddings_from, load_sentence_transformer, truncate_layers
+    from haystack_distill.embeddings.model_io import save_sentence_transformer
+    from haystack_distill.safety import UnsafeOutputError
+
+    teacher_dir = build_sentence_bert(tmp_path / "teacher", layers=2, hidden=16)
+    teacher, sentences = load_sentence_transformer(teacher_dir), make_sentences(8)
+    before = _tree(teacher_dir)
+    for target in (teacher_dir, teacher_dir / "student"):
+        with pytest.raises(UnsafeOutputError, match="input folder"):
+            distil_embeddings_from(truncate_layers(teacher, 1), teacher_dir, sentences, output_dir=target,
+                                   overwrite=True, cache_dir=tmp_path / "c", show_progress_bar=False)
+    assert _tree(teacher_dir) == before
+    out = tmp_path / "out"
+    save_sentence_transformer(truncate_layers(teacher, 1), out)
+    save_sentence_transformer(truncate_layers(teacher, 1), out, overwrite=True)  # ours: replaced
+    (out / "notes.txt").write_text("keep me")
+    with pytest.raises(UnsafeOutputError, match="notes.txt"):
+        save_sentence_transformer(truncate_layers(teacher, 1), out, overwrite=True)
+    assert (out / "notes.txt").read_text() == "keep me"
+
+
+def test_an_embeddings_student_with_non_finite_weights_is_never_saved(tmp_path):
+    from test_embeddings import build_sentence_bert
+
+    from haystack_distill.embeddings import load_sentence_transformer
+    from haystack_distill.embeddings.model_io import save_sentence_transformer
+
+    model = load_sentence_transformer(build_sentence_bert(tmp_path / "m", layers=1, hidden=16))
+    with torch.no_grad():
+        next(model.parameters()).view(-1)[0] = math.inf
+    with pytest.raises(DivergenceError, match="non-finite weights"):
+        save_sentence_transformer(model, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+# -- 3. teacher key --------------------------------------------------------------------------------------------
+def test_teacher_key_is_stable_across_loads_of_a_plain_transformers_folder(tiny_models, tiny_squad):
+    from haystack_distill.reader import DistillableFARMReader, common
+
+    loads = [DistillableFARMReader(str(tiny_models["teacher"]), **READER_KW) for _ in range(2)]
+    poolers = [r.inferencer.model.language_model.model.pooler.dense.weight for r in loads]
+    assert not torch.equal(*poolers)  # Haystack re-initialises the unused pooler on each load ...
+    keys = [common.teacher_key(r, r, tiny_squad / "train.json", 96, 32, 24) for r in loads]
+    assert keys[0] == keys[1]  # ... which the fingerprint ignores
+    with torch.no_grad():
+        loads[1].inferencer.model.prediction_heads[0].feed_forward.feed_forward[0].weight[0, 0] += 1e-3
+    assert common.teacher_key(loads[1], loads[1], tiny_squad / "train.json", 96, 32, 24) != keys[0]
+
+
+# -- 4. caches and checkpoints ---------------------------------------------------------------------------------
+def _produce(calls, value=1.5):
+    import numpy as np
+
+    def produce():
+        calls.append(1)
+        yield np.full((4, 3), value)
+    return produce
+
+
+@pytest.mark.parametrize("damage", ["nan", "random_bytes", "truncated", "no_meta"])
+def test_a_damaged_teacher_cache_is_recomputed_with_a_warning(tmp_path, caplog, damage):
+    import numpy as np
+
+    from haystack_distill.teacher_cache import cache_key, cached_outputs
+
+    key, calls = {"teacher": "t"}, []
+    cached_outputs(tmp_path, key, 4, (3,), _produce(calls))
+    stored = tmp_path / cache_key(key) / "outputs.npy"
+    if damage in ("nan", "random_bytes"):
+        array = np.load(stored, mmap_mode="r+")
+        array[1] = np.nan if damage == "nan" else np.frombuffer(np.random.bytes(6), np.float16)
+        array.flush()
+        del array
+    elif damage == "truncated":
+        stored.write_bytes(stored.read_bytes()[:-8])
+    else:
+        (stored.parent / "meta.json").unlink()
+    out = cached_outputs(tmp_path, key, 4, (3,), _produce(calls))
+    assert len(calls) == 2 and np.all(out == np.float16(1.5))
+    assert "recomputing" in caplog.text and str(stored) in caplog.text
+    cached_outputs(tmp_path, key, 4, (3,), _produce(calls))
+    assert len(calls) == 2  # the recomputed entry is trusted again
+
+
+def test_a_teacher_producing_nan_is_refused_and_leaves_no_cache(tmp_path):
+    from haystack_distill.teacher_cache import cached_outputs
+
+    with pytest.raises(DivergenceError, match=r"teacher's outputs \(rows 0 to 3.*holds 12 NaN/inf"):
+        cached_outputs(tmp_path, {"teacher": "t"}, 4, (3,), _produce([], math.nan))
+    assert not list(tmp_path.rglob("*.npy"))
+
+
+def test_fp16_overflow_of_teacher_outputs_is_refused(tmp_path):
+    from haystack_distill.teacher_cache import cached_outputs
+
+    with pytest.raises(DivergenceError, match="as float16"):
+        cached_outputs(tmp_path, {"teacher": "t"}, 4, (3,), _produce([], 1e6))
+
+
+def _run_to_checkpoints(tmp_path):
+    model = nn.Linear(3, 1)
+    train(model, _linear_data(), lambda b: ((model(b["x"]) - b["y"]) ** 2).mean(),
+          _config(tmp_path, checkpoints_to_keep=3, n_epochs=3))
+    from haystack_distill.training import _checkpoints
+
+    return _checkpoints(tmp_path / "ckpt")
+
+
+@pytest.mark.parametrize("damage", ["flipped_bytes", "empty"])
+def test_a_corrupt_checkpoint_is_refused_by_name_and_the_previous_good_one_used(tmp_path, caplog, damage):
+    steps = _run_to_checkpoints(tmp_path)
+    newest = steps[-1] / "state.pt"
+    data = bytearray(newest.read_bytes())
+    if damage == "empty":
+        data = bytearray()
+    else:
+        data[-200:-100] = bytes(100)
+    newest.write_bytes(bytes(data))
+    from haystack_distill.training import _resolve_resume
+
+    path, state = _resolve_resume(_config(tmp_path, resume=True))
+    assert path == steps[-2] and state["progress"]["global_step"] == int(steps[-2].name.split("-")[1])
+    assert str(newest) in caplog.text and "Falling back" in caplog.text
+
+
+def test_an_explicitly_named_corrupt_checkpoint_and_no_good_one_are_errors(tmp_path):
+    from haystack_distill.training import CheckpointCorruptError, _resolve_resume
+
+    steps = _run_to_checkpoints(tmp_path)
+    (steps[-1] / "state.pt").write_bytes(b"")
+    with pytest.raises(CheckpointCorruptError, match=rf"{steps[-1] / 'state.pt'} is corrupt"):
+        _resolve_resume(_config(tmp_path, resume=str(steps[-1])))
+    (steps[-1] / "checksum.json").unlink()  # as written before checksums: the load itself fails, by name
+    with pytest.raises(CheckpointCorruptError, match=rf"{steps[-1] / 'state.pt'} cannot be read \(EOFError"):
+        _resolve_resume(_config(tmp_path, resume=str(steps[-1])))
+    for step in steps:
+        (step / "state.pt").write_bytes(b"x")
+    with pytest.raises(CheckpointCorruptError, match="No readable checkpoint is left"):
+        _resolve_resume(_config(tmp_path, resume=True))
+
+
+def test_resuming_after_editing_the_training_file_is_refused(reader_pair, tiny_squad, tmp_path):
+    import json
+    import shutil
+
+    from haystack_distill.training import CheckpointMismatchError
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_squad, data)
+    _distil(reader_pair, data, tmp_path / "a", checkpoint_root_dir=tmp_path / "ckpt", checkpoint_every=1)
+    squad = json.loads((data / "train.json").read_text())
+    squad["data"][0]["title"] = "edited"
+    (data / "train.json").write_text(json.dumps(squad))
+    with pytest.raises(CheckpointMismatchError, match="train_file"):
+        _distil(reader_pair, data, tmp_path / "b", checkpoint_root_dir=tmp_path / "ckpt", resume=True)
+
+
+def test_the_hf_trainer_adapter_stops_on_a_nan_loss_and_never_saves_nan_weights(tmp_path):
+    from transformers import BertConfig, BertForSequenceClassification
+
+    from haystack_distill.hf import DistillationTrainer, DistillationTrainingArguments
+
+    cfg = BertConfig(vocab_size=20, hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=16,
+                     max_position_embeddings=16, num_labels=2)
+    torch.manual_seed(0)
+    teacher, student = BertForSequenceClassification(cfg), BertForSequenceClassification(cfg)
+    with torch.no_grad():
+        teacher.classifier.bias.fill_(math.nan)  # a broken teacher: NaN logits
+    rows = [{"input_ids": torch.tensor([2, 5, 6, 3]), "attention_mask": torch.ones(4, dtype=torch.long),
+             "labels": torch.tensor(i % 2)} for i in range(8)]
+    args = DistillationTrainingArguments(output_dir=str(tmp_path / "out"), report_to="none", use_cpu=True,
+                                         save_strategy="no", per_device_train_batch_size=4, max_steps=2,
+                                         logging_strategy="no", disable_tqdm=True, precompute_teacher_logits=False)
+    trainer = DistillationTrainer(student, args, teacher_model=teacher, train_dataset=rows)
+    with pytest.raises(DivergenceError, match="diverged at step 1: loss is nan"):
+        trainer.train()
+    with torch.no_grad():
+        student.classifier.bias.fill_(math.inf)
+    with pytest.raises(DivergenceError, match="the student has non-finite weights"):
+        trainer.save_model(str(tmp_path / "saved"))
+    assert not (tmp_path / "saved" / "model.safetensors").exists()

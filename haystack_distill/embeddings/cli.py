@@ -89,11 +89,10 @@ def distil_command(args: argparse.Namespace) -> int:
 
 
 def _distil(args: argparse.Namespace) -> int:
-    from haystack_distill.embeddings.model_io import check_sentence_transformer_path
+    from haystack_distill.embeddings.model_io import check_embeddings_output, check_sentence_transformer_path
     from haystack_distill.embeddings.pca import check_pca_dim
-    from haystack_distill.io import ensure_new_output
 
-    ensure_new_output(args.output, args.overwrite)
+    check_embeddings_output(args.output, args.overwrite, [args.teacher, args.student])
     sentences = _read_training_sentences(args)
     check_sentence_transformer_path(args.teacher)
     if args.student:
@@ -123,7 +122,8 @@ def _distil(args: argparse.Namespace) -> int:
         sample = random.Random(args.seed).sample(sentences, min(len(sentences), 20000))
         student = reduce_dimensions(student, sample, args.pca_dim)
         metrics["pca_dim"] = args.pca_dim
-    save_sentence_transformer(student, args.output, args.overwrite, extra_json={"distillation_metrics.json": metrics})
+    save_sentence_transformer(student, args.output, args.overwrite, extra_json={"distillation_metrics.json": metrics},
+                              inputs=[args.teacher])
     _print_summary(metrics, args.output)
     return 0
 

@@ -28,10 +28,10 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from haystack_distill.embeddings.cache import teacher_embeddings
+from haystack_distill.embeddings.model_io import check_embeddings_output, model_source
 from haystack_distill.embeddings.pca import check_pca_dim, dense_projection, fit_pca
 from haystack_distill.embeddings.sentences import check_sentences
 from haystack_distill.embeddings.sts import StsPair, evaluate_sts
-from haystack_distill.io import ensure_new_output
 from haystack_distill.losses import embedding_cosine, embedding_mse
 from haystack_distill.safety import check_finite_grad, check_finite_loss
 
@@ -215,7 +215,8 @@ def distil_embeddings_from(
     if dev_sts is not None and len(dev_sts) < 2:
         raise ValueError(f"dev_sts needs at least 2 pairs, got {len(dev_sts)}.")
     if output_dir is not None:
-        ensure_new_output(output_dir, overwrite)
+        check_embeddings_output(output_dir, overwrite, [m if isinstance(m, (str, os.PathLike)) else model_source(m)
+                                                         for m in (student, teacher)])
     elif isinstance(student, (str, os.PathLike)):
         raise ValueError(f"student is a path ({student}); pass output_dir too, or the trained student would be lost.")
     student, teacher = _as_model(student, "student"), _as_model(teacher, "teacher")
@@ -251,7 +252,8 @@ def distil_embeddings_from(
     if output_dir is not None:
         from haystack_distill.embeddings.model_io import save_sentence_transformer
 
-        save_sentence_transformer(student, output_dir, overwrite, extra_json={"distillation_metrics.json": metrics})
+        save_sentence_transformer(student, output_dir, overwrite, extra_json={"distillation_metrics.json": metrics},
+                                  inputs=[model_source(teacher)])
     return metrics
 
 

@@ -15,7 +15,7 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Union
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Union
 
 from haystack_distill.io import atomic_dir, atomic_write_json, ensure_new_output
 
@@ -117,24 +117,55 @@ def sentence_transformer_from_transformers(path: PathLike, pooling: str = "mean"
     return SentenceTransformer(modules=[transformer, pool])
 
 
+#: What our writers put in a sentence-transformers folder before outputs carried a manifest (see
+#: :func:`haystack_distill.safety.check_output_dir`); a folder with ``distillation_metrics.json`` and only these
+#: files counts as an earlier output of ours.
+LEGACY_OUTPUT = ("modules.json", "config*.json", "*.safetensors", "pytorch_model.bin", "vocab.*", "merges.txt",
+                 "tokenizer*", "special_tokens_map.json", "added_tokens.json", "sentence_bert_config.json",
+                 "README.md", "*.model", "[0-9]*_*/*", "distillation_metrics.json", QUANTIZATION_FILE)
+
+
+def model_source(model: SentenceTransformer) -> Optional[Path]:
+    """The local folder the model's transformer was loaded from, if any."""
+    for module in model:
+        name = getattr(getattr(getattr(module, "auto_model", None), "config", None), "_name_or_path", None)
+        if name and Path(name).exists():
+            return Path(name)
+    return None
+
+
+def check_embeddings_output(path: PathLike, overwrite: bool, inputs: Sequence[Any] = ()) -> Path:
+    """Refuse an output folder that is (inside, or holds) an input model, or holds files we did not write (even
+    with ``overwrite``); an existing output of ours is replaced only with ``overwrite``."""
+    from haystack_distill.safety import check_output_dir
+
+    check_output_dir(path, [Path(p) for p in inputs if p], marker="distillation_metrics.json",
+                     legacy=LEGACY_OUTPUT)
+    return ensure_new_output(path, overwrite)
+
+
 def save_sentence_transformer(
     model: SentenceTransformer,
     path: PathLike,
     overwrite: bool = False,
     extra_json: Optional[Dict[str, Any]] = None,
+    inputs: Sequence[Any] = (),
 ) -> Path:
-    """Save ``model`` atomically as a normal sentence-transformers folder, plus ``{file name: object}`` JSON files.
+    """Save ``model`` atomically as a normal sentence-transformers folder, plus ``{file name: object}`` JSON files
+    and the manifest that marks the folder as ours.
 
-    An existing non-empty ``path`` is refused unless ``overwrite``.
+    Refused: a model with NaN/inf weights; a ``path`` that is (inside) the folder the model or one of ``inputs``
+    was loaded from, or holds files we did not write; an existing output of ours unless ``overwrite``.
     """
-    from haystack_distill.safety import check_finite
+    from haystack_distill.safety import check_finite, write_manifest
 
     check_finite(model, "the sentence-transformers model")
-    path = ensure_new_output(path, overwrite)
+    path = check_embeddings_output(path, overwrite, [*inputs, model_source(model)])
     with atomic_dir(path) as tmp:
         model.save(str(tmp), create_model_card=False)
         for name, obj in (extra_json or {}).items():
             atomic_write_json(tmp / name, obj)
+        write_manifest(tmp, "haystack-distill sentence-transformers model")
     logger.info("saved sentence-transformers model to %s", path)
     return path
 
