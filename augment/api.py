@@ -92,6 +92,7 @@ def augment_squad(
     """
     start = time.perf_counter()
     output_path = Path(output_path)
+    check_not_an_input(output_path, {"--squad_path": squad_path, "--glove_path": glove_path})
     ensure_new_output(output_path, overwrite)
     settings = augmenter.settings if augmenter else AugmentSettings(
         multiplication_factor=multiplication_factor, word_possibilities=word_possibilities,
@@ -127,6 +128,15 @@ def augment_squad(
     logger.info("Wrote %s: %d -> %d paragraphs in %.1fs", output_path, report.paragraphs_in,
                 report.paragraphs_out, report.seconds)
     return report
+
+
+def check_not_an_input(output_path: Path, inputs: Dict[str, Optional[PathLike]]) -> None:
+    """Refuse an output path that is one of the input files (``--overwrite`` would replace the input)."""
+    out = output_path.expanduser().resolve()
+    for flag, path in inputs.items():
+        if path is not None and Path(path).expanduser().resolve() == out:
+            raise ValueError(f"--output_path {output_path} is the {flag} file; writing there would replace your "
+                             "input. Choose another output path.")
 
 
 def _model_key(augmenter: SquadAugmenter, stopwords_regex: Optional[str]) -> Dict[str, str]:

@@ -1,7 +1,7 @@
 """Command line: ``python -m augment`` and ``haystack-distill augment`` (Haystack's flags plus a few).
 
 Example:
-    >>> args = build_parser().parse_args(["--squad_path", "in.json", "--output_path", "out.json"])
+    >>> args = build_parser().parse_args(["--squad_path", "in.json", "--output_path", "out.json", "--model", "mlm"])
     >>> args.multiplication_factor, args.word_possibilities, args.replace_probability, args.seed
     (20, 15, 0.4, 42)
 """
@@ -31,7 +31,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--batch_size", type=int, default=32, help="masked copies per MLM forward pass")
     parser.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda:0 (default: cuda if available)")
     parser.add_argument("--tokenizer", default=None, help="tokenizer folder (default: the --model folder)")
-    parser.add_argument("--model", default="bert-base-uncased", help="masked-LM folder (AutoModelForMaskedLM)")
+    parser.add_argument("--model", required=True,
+                        help="masked-LM folder (AutoModelForMaskedLM), e.g. a local copy of bert-base-uncased")
     parser.add_argument("--seed", type=int, default=42, help="random seed; same seed, same output bytes")
     parser.add_argument("--workers", type=int, default=1, help="processes augmenting articles in parallel")
     parser.add_argument("--keep_original", action="store_true", help="also write each original paragraph")

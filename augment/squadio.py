@@ -183,12 +183,31 @@ class Progress:
             else:
                 old.update(fingerprints)
                 atomic_write_text(self.meta_path, json.dumps(old, sort_keys=True))
+                self.drop_invalid()
                 return len(self.finished())
         elif self.dir.exists():
             shutil.rmtree(self.dir)  # no run.json: nothing was finished
         self.dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(self.meta_path, json.dumps(fingerprints, sort_keys=True))
         return 0
+
+    def drop_invalid(self) -> List[int]:
+        """Delete (with a warning) progress files that do not parse, e.g. truncated ones; return their indices.
+
+        Their articles are then augmented again, so the output is always valid JSON.
+        """
+        dropped = []
+        for index in self.finished():
+            try:
+                article = json.loads(self.load(index)[0])
+                if not isinstance(article, dict) or not isinstance(article.get("paragraphs"), list):
+                    raise ValueError("not an article with a 'paragraphs' list")
+            except (ValueError, KeyError, TypeError, AttributeError) as err:
+                logger.warning("progress file %s is damaged (%s); augmenting that article again",
+                               self._article_path(index), err)
+                self._article_path(index).unlink()
+                dropped.append(index)
+        return dropped
 
     def _article_path(self, index: int) -> Path:
         return self.dir / f"article-{index:07d}.json"

@@ -8,6 +8,7 @@
 4. Caches and checkpoints are verified: a corrupt, truncated or incomplete cache is recomputed with a warning;
    a corrupt checkpoint is refused by name and the previous good one used; an edited training file is a
    different run.
+5. Augmentation validates its progress files on resume and never writes its output over its input.
 """
 
 import math
@@ -345,3 +346,65 @@ def test_the_hf_trainer_adapter_stops_on_a_nan_loss_and_never_saves_nan_weights(
     with pytest.raises(DivergenceError, match="the student has non-finite weights"):
         trainer.save_model(str(tmp_path / "saved"))
     assert not (tmp_path / "saved" / "model.safetensors").exists()
+
+
+# -- 5. augmentation -------------------------------------------------------------------------------------------
+@pytest.fixture()
+def augment_inputs(tmp_path_factory):
+    """(squad file, MLM folder, GloVe file) built by test_augment's fixtures' recipe."""
+    import json
+
+    import test_augment
+
+    root = tmp_path_factory.mktemp("aug")
+    squad = root / "train.json"
+    squad.write_text(json.dumps(test_augment._dataset()))
+    return squad, test_augment.mlm_dir.__wrapped__(tmp_path_factory), test_augment.glove_file.__wrapped__(
+        tmp_path_factory)
+
+
+def test_a_truncated_progress_file_is_redone_on_resume(augment_inputs, tmp_path, monkeypatch, caplog):
+    import json
+
+    from augment.api import augment_squad
+    from augment.core import SquadAugmenter
+
+    squad, mlm, glove = augment_inputs
+    run = lambda out: augment_squad(squad, out, glove, str(mlm), device="cpu", show_progress=False)  # noqa: E731
+    run(tmp_path / "full.json")
+    real, calls = SquadAugmenter.augment_article, []
+
+    def dies_on_second_article(self, article, index):
+        calls.append(index)
+        if len(calls) == 2:
+            raise KeyboardInterrupt("simulated kill")
+        return real(self, article, index)
+
+    monkeypatch.setattr(SquadAugmenter, "augment_article", dies_on_second_article)
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "out.json")
+    monkeypatch.setattr(SquadAugmenter, "augment_article", real)
+    progress = tmp_path / "out.json.partial" / "article-0000000.json"
+    progress.write_bytes(progress.read_bytes()[:-40])  # e.g. a disk that filled up
+    report = run(tmp_path / "out.json")
+    assert report.resumed_articles == 0 and "is damaged" in caplog.text and str(progress) in caplog.text
+    assert json.loads((tmp_path / "out.json").read_text())  # valid JSON ...
+    assert (tmp_path / "out.json").read_bytes() == (tmp_path / "full.json").read_bytes()  # ... and the same file
+
+
+def test_augment_never_writes_over_its_input(augment_inputs):
+    from augment.api import augment_squad
+
+    squad, mlm, glove = augment_inputs
+    before = squad.read_bytes()
+    with pytest.raises(ValueError, match="is the --squad_path file"):
+        augment_squad(squad, squad, glove, str(mlm), device="cpu", overwrite=True, show_progress=False)
+    assert squad.read_bytes() == before
+
+
+def test_augment_cli_needs_a_model_folder(capsys):
+    from augment.cli import build_parser
+
+    with pytest.raises(SystemExit) as exit_info:
+        build_parser().parse_args(["--squad_path", "in.json", "--output_path", "out.json"])
+    assert exit_info.value.code == 2 and "--model" in capsys.readouterr().err
