@@ -26,7 +26,8 @@ COMMAND_MODULES = (
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="haystack-distill", description=__doc__.splitlines()[0])
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging, and tracebacks for errors")
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     subparsers = parser.add_subparsers(dest="command", required=True)
     for name in COMMAND_MODULES:
         try:
@@ -36,7 +37,35 @@ def build_parser() -> argparse.ArgumentParser:
                 continue
             raise
         module.register(subparsers)
+    for sub in subparsers.choices.values():  # --debug also after the sub-command
+        if "--debug" not in sub._option_string_actions:
+            sub.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                             help="show the traceback of an error")
     return parser
+
+
+#: Bad input (arguments, files, models, folders, checkpoints): one line on stderr and exit code 2.
+USER_ERRORS = (ValueError, TypeError, OSError, ImportError)
+
+
+def one_line(err: BaseException) -> str:
+    """The error's message on one line (Hugging Face's messages span several)."""
+    return " ".join(str(err).split()) or type(err).__name__
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """Run the sub-command; errors print one line (exit 2 for bad input, 1 for a diverged run) unless
+    ``--debug``/``--verbose`` asks for the traceback."""
+    from .safety import DivergenceError
+
+    try:
+        return int(args.func(args) or 0)
+    except (DivergenceError, *USER_ERRORS) as err:
+        if args.verbose or getattr(args, "debug", False):
+            raise
+        print(f"haystack-distill {args.command}: error: {one_line(err)} (--debug shows the traceback)",
+              file=sys.stderr)
+        return 1 if isinstance(err, DivergenceError) else 2
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -47,7 +76,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    return int(args.func(args) or 0)
+    return run_command(args)
 
 
 if __name__ == "__main__":

@@ -28,6 +28,16 @@ class TokenizerMismatchError(ValueError):
     """Teacher and student tokenizers map text to different ids; the message lists the differences."""
 
 
+def check_vocab_fits(tokenizer: Any, model: Any, role: str = "model") -> None:
+    """Refuse a tokenizer that can emit ids past the model's embedding matrix (torch would fail deep inside with
+    ``IndexError: index out of range in self``)."""
+    rows = model.get_input_embeddings().num_embeddings
+    if len(tokenizer) > rows:
+        raise ValueError(f"the {role}'s tokenizer has {len(tokenizer)} tokens but its embedding matrix only {rows} "
+                         f"rows, so ids >= {rows} cannot be looked up; use the tokenizer saved with that model (or "
+                         "resize its embeddings).")
+
+
 def _lower_case(tokenizer: Any) -> Any:
     if hasattr(tokenizer, "do_lower_case"):
         return tokenizer.do_lower_case

@@ -9,6 +9,9 @@
    a corrupt checkpoint is refused by name and the previous good one used; an edited training file is a
    different run.
 5. Augmentation validates its progress files on resume and never writes its output over its input.
+6. The CLI prints one line and exits 2 for bad input (1 for a diverged run); --debug/--verbose show the traceback.
+7. Refused before any teacher work: teacher_model=None, learning_rate <= 0, a tokenizer emitting ids past the
+   embedding matrix (both sizes named).
 """
 
 import math
@@ -408,3 +411,69 @@ def test_augment_cli_needs_a_model_folder(capsys):
     with pytest.raises(SystemExit) as exit_info:
         build_parser().parse_args(["--squad_path", "in.json", "--output_path", "out.json"])
     assert exit_info.value.code == 2 and "--model" in capsys.readouterr().err
+
+
+# -- 6. CLI ----------------------------------------------------------------------------------------------------
+def _cli_args(tiny_models, squad, out, *extra):
+    return ["distil-reader", "--teacher", str(tiny_models["teacher"]), "--student", str(tiny_models["student"]),
+            "--data-dir", str(squad), "--train-filename", "train.json", "--save-dir", str(out), "--epochs", "1",
+            "--max-seq-len", "96", "--doc-stride", "32", "--max-query-length", "24", "--cpu", *extra]
+
+
+@pytest.mark.parametrize("case, message", [
+    ("temperature", "temperature must be > 0"),
+    ("missing_teacher", "--teacher /no/such/teacher: no such folder"),
+])
+def test_cli_bad_input_is_one_line_and_exit_code_2(tiny_models, tiny_squad, tmp_path, capsys, case, message):
+    from haystack_distill.cli import main
+
+    args = _cli_args(tiny_models, tiny_squad, tmp_path / "out")
+    if case == "temperature":
+        args += ["--temperature", "0"]
+    else:
+        args[args.index("--teacher") + 1] = "/no/such/teacher"
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    with pytest.raises(ValueError if case == "temperature" else FileNotFoundError, match=message):
+        main(args + ["--debug"])  # the traceback on request
+
+
+# -- 7. refused before any teacher work ------------------------------------------------------------------------
+def _no_teacher_pass(teacher, monkeypatch):
+    def boom(*args, **kwargs):
+        raise AssertionError("the teacher must not run")
+
+    monkeypatch.setattr(teacher.inferencer.model, "forward", boom)
+
+
+def test_teacher_model_none_is_refused_and_points_to_train_reader(reader_pair, tiny_squad, tmp_path):
+    _, make_student, _ = reader_pair
+    with pytest.raises(ValueError, match=r"teacher_model is None.*train_reader"):
+        make_student().distil_prediction_layer_from(None, str(tiny_squad), "train.json", save_dir=str(tmp_path))
+
+
+@pytest.mark.parametrize("lr", [-1, 0, math.nan])
+def test_a_non_positive_learning_rate_is_refused_before_the_teacher_pass(reader_pair, tiny_squad, tmp_path,
+                                                                        monkeypatch, lr):
+    _no_teacher_pass(reader_pair[0], monkeypatch)
+    with pytest.raises(ValueError, match="learning_rate must be a positive number"):
+        _distil(reader_pair, tiny_squad, tmp_path / "out", learning_rate=lr)
+
+
+def test_a_tokenizer_larger_than_the_embedding_matrix_is_refused_naming_both_sizes(reader_pair, tiny_squad,
+                                                                                   tmp_path, monkeypatch):
+    from conftest import build_tiny_bert, tiny_vocab
+
+    from haystack_distill.reader import DistillableFARMReader
+
+    teacher = reader_pair[0]
+    _no_teacher_pass(teacher, monkeypatch)
+    student = DistillableFARMReader(str(build_tiny_bert(tmp_path / "s", layers=1, hidden=16)), **READER_KW)
+    rows = len(tiny_vocab()) - 7
+    hf = student.inferencer.model.language_model.model
+    hf.set_input_embeddings(nn.Embedding(rows, 16))
+    with pytest.raises(ValueError, match=rf"tokenizer has {len(tiny_vocab())} tokens but its embedding matrix only "
+                                         rf"{rows} rows"):
+        student.distil_prediction_layer_from(teacher, str(tiny_squad), "train.json", save_dir=str(tmp_path / "o"),
+                                             **FAST)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+from pathlib import Path
 from typing import Any
 
 
@@ -12,6 +14,8 @@ def _handler(args: argparse.Namespace) -> int:
 
     kw = dict(use_gpu=not args.cpu, max_seq_len=args.max_seq_len, doc_stride=args.doc_stride,
               max_query_length=args.max_query_length, progress_bar=False)
+    for flag, name in (("--teacher", args.teacher), ("--student", args.student)):
+        check_model_path(flag, name)
     teacher = DistillableFARMReader(args.teacher, **kw)
     student = DistillableFARMReader(args.student, **kw)
     metrics = student.distil_prediction_layer_from(
@@ -22,6 +26,16 @@ def _handler(args: argparse.Namespace) -> int:
         teacher_top_k=args.teacher_top_k, hard_loss_padding=args.hard_loss_padding)
     print(json.dumps(metrics, indent=2, default=str))
     return 0
+
+
+def check_model_path(flag: str, name: str) -> None:
+    """A missing local folder is named as such, not as a failed download from the hub."""
+    offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
+    looks_local = name.startswith((".", "/", "~")) or name.count("/") > 1 or os.sep != "/" and os.sep in name
+    if not Path(name).expanduser().exists() and (offline or looks_local):
+        raise FileNotFoundError(f"{flag} {name}: no such folder. Pass the folder of a saved reader (Haystack or "
+                                "transformers format)" + (", or unset HF_HUB_OFFLINE to download a hub model."
+                                                          if offline else "."))
 
 
 def register(subparsers: Any) -> None:

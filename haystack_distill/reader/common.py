@@ -16,7 +16,7 @@ from ..losses import validate_distillation_loss
 from ..safety import check_finite, check_output_dir, write_manifest
 from ..squad import iter_paragraphs, load_squad, validate_squad_file
 from ..teacher_cache import cached_outputs, fingerprint_file, fingerprint_module
-from ..tokenizers import check_tokenizer_compatibility, tokenizer_fingerprint
+from ..tokenizers import check_tokenizer_compatibility, check_vocab_fits, tokenizer_fingerprint
 from ..training import barrier, is_main_process, world
 
 logger = logging.getLogger(__name__)
@@ -33,8 +33,11 @@ FEATURE_TENSORS = ("input_ids", "padding_mask", "segment_ids", "labels", "span_m
 
 
 def validate_hyperparameters(temperature: float, weight: float, loss: Any, batch_size: int, n_epochs: int,
-                             grad_acc_steps: int, kd_mask: str = "span") -> None:
+                             grad_acc_steps: int, kd_mask: str = "span", learning_rate: float = 1.0) -> None:
     """Raise ValueError naming the argument, before any data or model work."""
+    if not (isinstance(learning_rate, (int, float)) and 0 < learning_rate < float("inf")):
+        raise ValueError(f"learning_rate must be a positive number, got {learning_rate!r} (readers usually train "
+                         "with 1e-5 to 1e-4).")
     if not temperature > 0:
         raise ValueError(f"temperature must be > 0, got {temperature!r}; Haystack's guide suggests 1 to 5.")
     if not 0.0 <= weight <= 1.0:
@@ -100,9 +103,15 @@ def check_pair(teacher: Any, student: Any, max_seq_len: int) -> None:
         raise ValueError("teacher_model is required: pass a FARMReader holding the fine-tuned teacher.")
     check_tokenizer_compatibility(teacher.inferencer.processor.tokenizer, student.inferencer.processor.tokenizer)
     for role, reader in (("teacher", teacher), ("student", student)):
+        check_reader_vocab(reader, role)
         limit = getattr(reader.inferencer.model.language_model.model.config, "max_position_embeddings", None)
         if limit is not None and limit < max_seq_len:
             raise ValueError(f"max_seq_len={max_seq_len} exceeds the {role}'s max_position_embeddings={limit}.")
+
+
+def check_reader_vocab(reader: Any, role: str) -> None:
+    """The reader's tokenizer emits only ids its embedding matrix has (both sizes named otherwise)."""
+    check_vocab_fits(reader.inferencer.processor.tokenizer, reader.inferencer.model.language_model.model, role)
 
 
 def resolve_device(use_gpu: Optional[bool], devices: Optional[Sequence[Any]]) -> torch.device:

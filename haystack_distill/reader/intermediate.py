@@ -174,7 +174,7 @@ def distil_intermediate_layers(student: Any, teacher: Any, *, data_dir: str, tra
     """
     ensure_distributed()
     common.validate_hyperparameters(temperature, distillation_loss_weight, distillation_loss, batch_size, n_epochs,
-                                    grad_acc_steps, kd_mask)
+                                    grad_acc_steps, kd_mask, learning_rate)
     train_path, dev_path, test_path, save_path, settings = common.stage_inputs(
         student, data_dir, train_filename, dev_filename, test_filename, save_dir, "_tinybert_stage_1", max_seq_len,
         doc_stride, max_query_length, teacher)

@@ -129,6 +129,9 @@ class DistillationMixin:
             dict with ``loss``, ``global_step``, ``teacher_seconds``, ``train_seconds``, ``save_dir`` and, given
             dev/test data, ``em``/``f1`` and ``test_em``/``test_f1`` (percent).
         """
+        if teacher_model is None:
+            raise ValueError("teacher_model is None: pass the fine-tuned teacher FARMReader. To fine-tune on the "
+                             "labels alone, call train_reader(...) instead.")
         return distil_prediction_layer(
             self, teacher_model, data_dir=data_dir, train_filename=train_filename, dev_filename=dev_filename,
             test_filename=test_filename, use_gpu=use_gpu, devices=devices, batch_size=batch_size,

@@ -121,7 +121,7 @@ def distil_prediction_layer(student: Any, teacher: Optional[Any], *, data_dir: s
     check_hard_loss_padding(hard_loss_padding, group_by_length)
     ensure_distributed()
     common.validate_hyperparameters(temperature, distillation_loss_weight, distillation_loss, batch_size, n_epochs,
-                                    grad_acc_steps, kd_mask)
+                                    grad_acc_steps, kd_mask, learning_rate)
     train_path, dev_path, test_path, save_path, settings = common.stage_inputs(
         student, data_dir, train_filename, dev_filename, test_filename, save_dir, "", max_seq_len, doc_stride,
         max_query_length, teacher)
@@ -129,6 +129,7 @@ def distil_prediction_layer(student: Any, teacher: Optional[Any], *, data_dir: s
     padded_length = max_seq_len if hard_loss_padding == "max_seq_len" else None
     if teacher_top_k is not None and not fine_tune_only:
         check_top_k(teacher_top_k, max_seq_len, distillation_loss, tokenizer_alignment)
+    common.check_reader_vocab(student, "student")
     if not fine_tune_only and tokenizer_alignment is None:
         common.check_pair(teacher, student, max_seq_len)
     elif not fine_tune_only:
