@@ -1,0 +1,106 @@
+"""Speed and size of one reader deployed four ways: torch fp32, torch dynamic int8, ONNX Runtime fp32 and int8.
+
+    python benchmarks/export.py --reader benchmarks/runs/full/teacher
+    python benchmarks/export.py --reader models/student --questions 300 --speed-questions 100 --repeats 3
+
+The ONNX exports go to ``--out`` (default ``/tmp/haystack-distill-export/<reader folder name>``; existing exports
+there are reused, the reader folder is only read). All four readers are scored in one process by
+``haystack_distill.evaluation.benchmark_reader`` (Haystack's tokenization and span decoding for all of them): EM/F1
+on the first ``--questions`` answerable questions of ``--dev``, questions/s = median of ``--repeats`` timed passes,
+speed-up relative to torch fp32, MB = the weights file on disk (torch int8: its serialized state).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+ROOT = Path(__file__).resolve().parents[1]
+DEV = ROOT.parent / "shared" / "data" / "squad" / "dev-v1.1-36articles.json"
+for name, value in (("HF_HUB_OFFLINE", "1"), ("TRANSFORMERS_OFFLINE", "1"), ("HAYSTACK_TELEMETRY_ENABLED", "False"),
+                    ("TOKENIZERS_PARALLELISM", "false")):
+    os.environ.setdefault(name, value)
+logger = logging.getLogger("benchmarks.export")
+
+
+def exports(reader: Path, out: Path) -> Dict[str, Path]:
+    """fp32 and int8 ONNX exports of ``reader`` under ``out`` (made once, then reused)."""
+    from haystack_distill.reader.export import export_reader
+
+    paths = {"onnx_fp32": out / "onnx-fp32", "onnx_int8": out / "onnx-int8"}
+    for name, path in paths.items():
+        if not (path / "model.onnx").is_file():
+            export_reader(reader, path, fmt="onnx", int8=name.endswith("int8"))
+    return paths
+
+
+def weights_mb(path: Path) -> float:
+    """MB of the weights file of a reader folder (ONNX, safetensors or Haystack's language model)."""
+    for name in ("model.onnx", "model.safetensors", "language_model.bin"):
+        if (path / name).is_file():
+            return (path / name).stat().st_size / 2**20
+    return float("nan")
+
+
+def run(reader: Path, dev: Path, out: Path, questions: int, repeats: int, reader_kwargs: Dict[str, Any],
+        speed_questions: Optional[int] = None) -> List[dict]:
+    """Rows of :func:`benchmark_reader` for the four variants, torch fp32 first."""
+    from haystack_distill.evaluation import benchmark_reader
+    from haystack_distill.reader.export import load_reader, torch_int8_reader
+
+    onnx = exports(reader, out)
+    readers = {"torch_fp32": reader, "torch_int8": torch_int8_reader(load_reader(reader, **reader_kwargs)), **onnx}
+    rows = benchmark_reader(readers, dev, max_questions=questions, repeats=repeats, reader_kwargs=reader_kwargs,
+                            speed_questions=speed_questions)
+    for row in rows:
+        folder = readers[row["reader"]] if isinstance(readers[row["reader"]], Path) else None
+        row["weights_mb"] = weights_mb(folder) if folder is not None else row["mb"]
+    return rows
+
+
+def table(rows: List[dict]) -> str:
+    """Markdown table of the rows, sizes relative to the first (torch fp32)."""
+    lines = ["| variant | EM | F1 | questions/s | speed-up | weights MB | size vs fp32 |",
+             "|---|---|---|---|---|---|---|"]
+    base = rows[0]["weights_mb"]
+    for r in rows:
+        lines.append(f"| {r['reader']} | {r['em']:.1f} | {r['f1']:.1f} | {r['questions_per_second']:.1f} | "
+                     f"{r['speedup_vs_first']:.2f}x | {r['weights_mb']:.1f} | {r['weights_mb'] / base:.2f}x |")
+    return "\n".join(lines)
+
+
+def main(argv: List[str] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--reader", type=Path, required=True, help="saved reader folder (read only)")
+    parser.add_argument("--dev", type=Path, default=DEV, help="SQuAD-format dev file")
+    parser.add_argument("--out", type=Path, help="where the ONNX exports go")
+    parser.add_argument("--questions", type=int, default=300, help="answerable questions scored and timed")
+    parser.add_argument("--repeats", type=int, default=3, help="timed passes; the median counts")
+    parser.add_argument("--speed-questions", type=int, help="time the repeats on only the first N questions")
+    parser.add_argument("--threads", type=int, help="torch threads (ONNX readers use Haystack's setting: all cores)")
+    parser.add_argument("--max-seq-len", type=int, default=256)
+    parser.add_argument("--doc-stride", type=int, default=128)
+    parser.add_argument("--json", type=Path, help="also write the rows here")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    out = args.out or Path("/tmp/haystack-distill-export") / args.reader.resolve().name
+    kwargs = dict(use_gpu=False, max_seq_len=args.max_seq_len, doc_stride=args.doc_stride, max_query_length=64,
+                  progress_bar=False, num_processes=0)
+    rows = run(args.reader, args.dev, out, args.questions, args.repeats, kwargs, args.speed_questions)
+    print(table(rows))
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=2, default=str) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
