@@ -203,6 +203,42 @@ def test_an_embeddings_student_with_non_finite_weights_is_never_saved(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("use_cache", [True, False])
+def test_a_nan_embeddings_teacher_is_refused_before_training(tmp_path, use_cache):
+    from test_embeddings import build_sentence_bert, make_sentences
+
+    from haystack_distill.embeddings import distil_embeddings_from, load_sentence_transformer, truncate_layers
+
+    teacher = load_sentence_transformer(build_sentence_bert(tmp_path / "t", layers=2, hidden=16))
+    student = truncate_layers(teacher, 1)
+    with torch.no_grad():
+        teacher[0].auto_model.encoder.layer[-1].output.dense.bias.fill_(math.nan)
+    with pytest.raises(DivergenceError, match="the teacher's embeddings of sentences 0 to 7 holds"):
+        distil_embeddings_from(student, teacher, make_sentences(8), cache_dir=tmp_path / "c", use_cache=use_cache,
+                               output_dir=tmp_path / "out", show_progress_bar=False)
+    assert not (tmp_path / "out").exists() and not list((tmp_path / "c").rglob("*.npy"))
+
+
+def test_the_embeddings_loop_stops_at_a_nan_loss(tmp_path, monkeypatch):
+    from test_embeddings import build_sentence_bert, make_sentences
+
+    from haystack_distill.embeddings import distil, distil_embeddings_from, load_sentence_transformer, truncate_layers
+
+    teacher = load_sentence_transformer(build_sentence_bert(tmp_path / "t", layers=2, hidden=16))
+    calls = []
+
+    def nan_on_second_batch(student, target):
+        calls.append(1)
+        loss = ((student - target) ** 2).mean()
+        return loss * math.nan if len(calls) == 2 else loss
+
+    monkeypatch.setitem(distil.EMBEDDING_LOSSES, "mse", nan_on_second_batch)
+    with pytest.raises(DivergenceError, match=r"step 2: loss is nan \(last finite loss \d"):
+        distil_embeddings_from(truncate_layers(teacher, 1), teacher, make_sentences(16), batch_size=8,
+                               cache_dir=tmp_path / "c", output_dir=tmp_path / "out", show_progress_bar=False)
+    assert not (tmp_path / "out").exists()
+
+
 # -- 3. teacher key --------------------------------------------------------------------------------------------
 def test_teacher_key_is_stable_across_loads_of_a_plain_transformers_folder(tiny_models, tiny_squad):
     from haystack_distill.reader import DistillableFARMReader, common

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Dict, Iterator, Optional, Sequence, Tuple
 import numpy as np
 from tqdm.auto import tqdm
 
+from haystack_distill.safety import check_finite_array
 from haystack_distill.teacher_cache import cache_key, cached_outputs, fingerprint_module, load_cached
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -83,6 +84,7 @@ def _encode_chunks(teacher: SentenceTransformer, sentences: Sequence[str], batch
         for start in range(0, len(sentences), CHUNK):
             chunk = list(sentences[start:start + CHUNK])
             emb = teacher.encode(chunk, batch_size=batch_size, show_progress_bar=False, convert_to_numpy=True)
+            check_finite_array(emb, f"the teacher's embeddings of sentences {start} to {start + len(chunk) - 1}")
             if np.abs(emb).max() >= np.finfo(np.float16).max:
                 raise ValueError("teacher embeddings overflow float16; normalise the teacher's output.")
             bar.update(len(chunk))
