@@ -230,19 +230,35 @@ def export_reader(reader: PathLike, output: PathLike, fmt: str = "onnx", int8: b
     with atomic_dir(Path(output)) as tmp:
         if fmt == "transformers":
             write_transformers_checkpoint(loaded.inferencer.model, tokenizer, tmp)
-            return Path(output)
-        model = transformers_qa_model(loaded.inferencer.model)
-        model.config.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        write_haystack_onnx_configs(loaded, tmp, opset, "token_type_ids" in tokenizer.model_input_names)
-        with tempfile.TemporaryDirectory() as scratch:
-            fp32 = export_onnx_model(model, tokenizer, Path(scratch) / ONNX_FILE, opset)
-            if int8:
-                quantize_onnx(fp32, tmp / ONNX_FILE)
-            else:
-                shutil.copyfile(fp32, tmp / ONNX_FILE)
+        else:
+            write_onnx_folder(loaded, tmp, int8, opset)
+    _usual_permissions(Path(output))
     logger.info("exported %s to %s (%s%s)", reader, output, fmt, " int8" if int8 else "")
     return Path(output)
+
+
+def _usual_permissions(folder: Path) -> None:
+    """The temporary folder was created 0700; give the export the usual (umask) folder mode."""
+    import os
+
+    mask = os.umask(0)
+    os.umask(mask)
+    folder.chmod(0o777 & ~mask)
+
+
+def write_onnx_folder(reader: Any, folder: Path, int8: bool, opset: int = OPSET) -> None:
+    """``model.onnx`` (int8 weights with ``int8``), ``config.json``, tokenizer and Haystack's ONNX configs."""
+    tokenizer = reader.inferencer.processor.tokenizer
+    model = transformers_qa_model(reader.inferencer.model)
+    model.config.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    write_haystack_onnx_configs(reader, folder, opset, "token_type_ids" in tokenizer.model_input_names)
+    with tempfile.TemporaryDirectory() as scratch:
+        fp32 = export_onnx_model(model, tokenizer, Path(scratch) / ONNX_FILE, opset)
+        if int8:
+            quantize_onnx(fp32, folder / ONNX_FILE)
+        else:
+            shutil.copyfile(fp32, folder / ONNX_FILE)
 
 
 def load_reader(path: PathLike, **kwargs: Any) -> Any:
