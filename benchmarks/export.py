@@ -1,13 +1,15 @@
-"""Speed and size of one reader deployed four ways: torch fp32, torch dynamic int8, ONNX Runtime fp32 and int8.
+"""Speed and size of readers deployed four ways: torch fp32, torch dynamic int8, ONNX Runtime fp32 and int8.
 
     python benchmarks/export.py --reader benchmarks/runs/full/teacher
-    python benchmarks/export.py --reader models/student --questions 300 --speed-questions 100 --repeats 3
+    python benchmarks/export.py --reader teacher_dir --reader student_3l_dir --reader student_2l_dir \\
+        --variants torch_fp32,torch_int8,onnx_int8 --questions 300 --speed-questions 100
 
-The ONNX exports go to ``--out`` (default ``/tmp/haystack-distill-export/<reader folder name>``; existing exports
-there are reused, the reader folder is only read). All four readers are scored in one process by
+The ONNX exports go to ``--out/<reader folder name>`` (default ``--out`` ``/tmp/haystack-distill-export``; existing
+exports there are reused; the reader folders are only read). All readers are scored in one process by
 ``haystack_distill.evaluation.benchmark_reader`` (Haystack's tokenization and span decoding for all of them): EM/F1
 on the first ``--questions`` answerable questions of ``--dev``, questions/s = median of ``--repeats`` timed passes,
-speed-up relative to torch fp32, MB = the weights file on disk (torch int8: its serialized state).
+speed-up relative to the first row (the first reader's first variant), MB = the weights file on disk (torch int8:
+its serialized state).
 """
 
 from __future__ import annotations
@@ -18,25 +20,36 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Sequence
 
 ROOT = Path(__file__).resolve().parents[1]
 DEV = ROOT.parent / "shared" / "data" / "squad" / "dev-v1.1-36articles.json"
+VARIANTS = ("torch_fp32", "torch_int8", "onnx_fp32", "onnx_int8")
 for name, value in (("HF_HUB_OFFLINE", "1"), ("TRANSFORMERS_OFFLINE", "1"), ("HAYSTACK_TELEMETRY_ENABLED", "False"),
                     ("TOKENIZERS_PARALLELISM", "false")):
     os.environ.setdefault(name, value)
 logger = logging.getLogger("benchmarks.export")
 
 
-def exports(reader: Path, out: Path) -> Dict[str, Path]:
-    """fp32 and int8 ONNX exports of ``reader`` under ``out`` (made once, then reused)."""
+def onnx_export(reader: Path, out: Path, int8: bool) -> Path:
+    """The ONNX export of ``reader`` under ``out`` (made once, then reused)."""
     from haystack_distill.reader.export import export_reader
 
-    paths = {"onnx_fp32": out / "onnx-fp32", "onnx_int8": out / "onnx-int8"}
-    for name, path in paths.items():
-        if not (path / "model.onnx").is_file():
-            export_reader(reader, path, fmt="onnx", int8=name.endswith("int8"))
-    return paths
+    path = out / reader.resolve().name / ("onnx-int8" if int8 else "onnx-fp32")
+    if not (path / "model.onnx").is_file():
+        export_reader(reader, path, fmt="onnx", int8=int8)
+    return path
+
+
+def variant(reader: Path, name: str, out: Path, reader_kwargs: Dict[str, Any]) -> Any:
+    """What :func:`benchmark_reader` loads for one variant: a folder, or a quantized reader instance."""
+    from haystack_distill.reader.export import load_reader, torch_int8_reader
+
+    if name == "torch_fp32":
+        return reader
+    if name == "torch_int8":
+        return torch_int8_reader(load_reader(reader, **reader_kwargs))
+    return onnx_export(reader, out, int8=name == "onnx_int8")
 
 
 def weights_mb(path: Path) -> float:
@@ -47,25 +60,24 @@ def weights_mb(path: Path) -> float:
     return float("nan")
 
 
-def run(reader: Path, dev: Path, out: Path, questions: int, repeats: int, reader_kwargs: Dict[str, Any],
-        speed_questions: Optional[int] = None) -> List[dict]:
-    """Rows of :func:`benchmark_reader` for the four variants, torch fp32 first."""
+def run(readers: Sequence[Path], variants: Sequence[str], dev: Path, out: Path, questions: int, repeats: int,
+        reader_kwargs: Dict[str, Any], speed_questions: Optional[int] = None) -> List[dict]:
+    """Rows of :func:`benchmark_reader` for every reader x variant, in that order (the first row is the base)."""
     from haystack_distill.evaluation import benchmark_reader
-    from haystack_distill.reader.export import load_reader, torch_int8_reader
 
-    onnx = exports(reader, out)
-    readers = {"torch_fp32": reader, "torch_int8": torch_int8_reader(load_reader(reader, **reader_kwargs)), **onnx}
-    rows = benchmark_reader(readers, dev, max_questions=questions, repeats=repeats, reader_kwargs=reader_kwargs,
+    loaded = {f"{reader.resolve().name}/{name}": variant(reader, name, out, reader_kwargs)
+              for reader in readers for name in variants}
+    rows = benchmark_reader(loaded, dev, max_questions=questions, repeats=repeats, reader_kwargs=reader_kwargs,
                             speed_questions=speed_questions)
     for row in rows:
-        folder = readers[row["reader"]] if isinstance(readers[row["reader"]], Path) else None
-        row["weights_mb"] = weights_mb(folder) if folder is not None else row["mb"]
+        target = loaded[row["reader"]]
+        row["weights_mb"] = weights_mb(target) if isinstance(target, Path) else row["mb"]
     return rows
 
 
 def table(rows: List[dict]) -> str:
-    """Markdown table of the rows, sizes relative to the first (torch fp32)."""
-    lines = ["| variant | EM | F1 | questions/s | speed-up | weights MB | size vs fp32 |",
+    """Markdown table of the rows; speed and size relative to the first row."""
+    lines = ["| reader / variant | EM | F1 | questions/s | speed-up | weights MB | size vs first |",
              "|---|---|---|---|---|---|---|"]
     base = rows[0]["weights_mb"]
     for r in rows:
@@ -74,14 +86,24 @@ def table(rows: List[dict]) -> str:
     return "\n".join(lines)
 
 
-def main(argv: List[str] = None) -> int:
+def _variants(value: str) -> List[str]:
+    names = [v.strip() for v in value.split(",") if v.strip()]
+    unknown = sorted(set(names) - set(VARIANTS))
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"unknown variants {unknown}; choose from {', '.join(VARIANTS)}")
+    return names
+
+
+def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--reader", type=Path, required=True, help="saved reader folder (read only)")
+    parser.add_argument("--reader", type=Path, action="append", required=True,
+                        help="saved reader folder (read only); repeat for more, the first is the base")
+    parser.add_argument("--variants", type=_variants, default=list(VARIANTS), help=",".join(VARIANTS))
     parser.add_argument("--dev", type=Path, default=DEV, help="SQuAD-format dev file")
-    parser.add_argument("--out", type=Path, help="where the ONNX exports go")
-    parser.add_argument("--questions", type=int, default=300, help="answerable questions scored and timed")
-    parser.add_argument("--repeats", type=int, default=3, help="timed passes; the median counts")
+    parser.add_argument("--out", type=Path, default=Path("/tmp/haystack-distill-export"), help="ONNX exports")
+    parser.add_argument("--questions", type=int, default=300, help="answerable questions scored")
     parser.add_argument("--speed-questions", type=int, help="time the repeats on only the first N questions")
+    parser.add_argument("--repeats", type=int, default=3, help="timed passes; the median counts")
     parser.add_argument("--threads", type=int, help="torch threads (ONNX readers use Haystack's setting: all cores)")
     parser.add_argument("--max-seq-len", type=int, default=256)
     parser.add_argument("--doc-stride", type=int, default=128)
@@ -92,10 +114,10 @@ def main(argv: List[str] = None) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    out = args.out or Path("/tmp/haystack-distill-export") / args.reader.resolve().name
     kwargs = dict(use_gpu=False, max_seq_len=args.max_seq_len, doc_stride=args.doc_stride, max_query_length=64,
                   progress_bar=False, num_processes=0)
-    rows = run(args.reader, args.dev, out, args.questions, args.repeats, kwargs, args.speed_questions)
+    rows = run(args.reader, args.variants, args.dev, args.out, args.questions, args.repeats, kwargs,
+               args.speed_questions)
     print(table(rows))
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2, default=str) + "\n")

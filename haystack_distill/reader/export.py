@@ -57,7 +57,12 @@ def transformers_qa_model(adaptive_model: Any) -> Any:
                           "span (question answering) head converts to a transformers QA model.")
     config = copy.deepcopy(encoder.config)
     config.architectures = None
-    model = AutoModelForQuestionAnswering.from_config(config)
+    try:
+        model = AutoModelForQuestionAnswering.from_config(config)
+    except ValueError as err:
+        raise ExportError(f"transformers has no question-answering class for {config.model_type!r}: {err}") from err
+    if not isinstance(getattr(model, "qa_outputs", None), torch.nn.Linear):
+        raise ExportError(f"{type(model).__name__} has no linear qa_outputs head to take the reader's span head.")
     state = {k: v.detach().cpu().float() for k, v in encoder.state_dict().items()}
     missing, unexpected = getattr(model, model.base_model_prefix).load_state_dict(state, strict=False)
     unexpected = [k for k in unexpected if not k.startswith("pooler.")]  # QA models have no pooler
