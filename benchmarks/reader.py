@@ -397,7 +397,8 @@ def job_order(layers: List[int], extended: bool = True, kd_checks: bool = True) 
     """Priority order, so a run cut short still answers the main questions. The core rows the goals are judged on:
     the teacher; Haystack's KD and ours back to back on the largest student; its labels-only baseline; ours on the
     other sizes. ``extended`` adds the intermediate + prediction recipe, (with ``kd_checks``) the rows that isolate
-    our difference to Haystack's KD, the other sizes' baselines and augmentation."""
+    our difference to Haystack's KD, the other sizes' baselines, general distillation (GD) and augmentation, and
+    the student-quality rows (GD, augmented data in the prediction stage, both)."""
     first, rest = layers[0], layers[1:]
     order = [("teacher", 0), ("haystack_kd", first), ("ours_kd", first), ("no_kd", first)]
     order += [("ours_kd", n) for n in rest]
@@ -406,7 +407,9 @@ def job_order(layers: List[int], extended: bool = True, kd_checks: bool = True) 
     checks = [(s, first) for s in ("haystack_kd_seed2", *KD_CHECKS)] if kd_checks else []
     order += [("ours_tinybert", n) for n in layers] + checks
     order += [(s, n) for n in rest for s in ("haystack_kd", "no_kd")]
-    return order + [("augment", 0)] + [("ours_aug", n) for n in layers]
+    order += [("gd", n) for n in layers] + [("gd_kd", first)]  # general distillation, then its ablation row
+    order += [("augment", 0)] + [("gd_aug_kd", n) for n in layers] + [("gd_aug_kd_seed2", first), ("aug_kd", first)]
+    return order + [("ours_aug", n) for n in layers]
 
 
 def evaluate(profile: str) -> List[Dict[str, Any]]:

@@ -7,9 +7,9 @@ shallower or narrower encoder folder, and learns, on windows of ``max_seq_len`` 
     L = MSE(E_s, E_t) + sum_i [ MSE(H_s[i], H_t[map(i)]) + w_att * MSE(A_s[i], A_t[map(i)]) ]
 
 with ``map`` TinyBERT's uniform layer map, ``A`` the masked pre-softmax attention scores (weighted 0.01 by
-default: their MSE is about 80x the hidden states') and trained linear projections where the widths differ. The output is a plain transformers encoder folder (config, safetensors,
-tokenizer) that readers, :func:`~haystack_distill.reader.student_from_teacher` and the embedding side load
-as a student.
+default: their MSE is about 80x the hidden states') and trained linear projections where the widths differ.
+The output is a plain transformers encoder folder (config, safetensors, tokenizer) that readers,
+:func:`~haystack_distill.reader.student_from_teacher` and the embedding side load as a student.
 
 Example:
     >>> from haystack_distill.general import GeneralDistillationConfig
