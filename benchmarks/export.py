@@ -9,7 +9,8 @@ exports there are reused; the reader folders are only read). All readers are sco
 ``haystack_distill.evaluation.benchmark_reader`` (Haystack's tokenization and span decoding for all of them): EM/F1
 on the first ``--questions`` answerable questions of ``--dev``, questions/s = median of ``--repeats`` timed passes,
 speed-up relative to the first row (the first reader's first variant), MB = the weights file on disk (torch int8:
-its serialized state).
+its serialized state). Questions per CPU-second (process time, all threads) stay comparable when other jobs share
+the machine; with ``--threads 1`` they are what one core gives.
 """
 
 from __future__ import annotations
@@ -41,15 +42,26 @@ def onnx_export(reader: Path, out: Path, int8: bool) -> Path:
     return path
 
 
-def variant(reader: Path, name: str, out: Path, reader_kwargs: Dict[str, Any]) -> Any:
-    """What :func:`benchmark_reader` loads for one variant: a folder, or a quantized reader instance."""
-    from haystack_distill.reader.export import load_reader, torch_int8_reader
+def variant(reader: Path, name: str, out: Path, reader_kwargs: Dict[str, Any], threads: Optional[int]) -> Any:
+    """One variant of ``reader``, loaded: torch fp32 or int8, or an ONNX export whose onnxruntime session is capped
+    at ``threads`` when given (Haystack's own session uses every core)."""
+    from haystack_distill.reader.export import load_reader, onnx_session, torch_int8_reader
 
-    if name == "torch_fp32":
-        return reader
-    if name == "torch_int8":
-        return torch_int8_reader(load_reader(reader, **reader_kwargs))
-    return onnx_export(reader, out, int8=name == "onnx_int8")
+    if name.startswith("torch"):
+        loaded = load_reader(reader, **reader_kwargs)
+        return torch_int8_reader(loaded) if name == "torch_int8" else loaded
+    folder = onnx_export(reader, out, int8=name == "onnx_int8")
+    loaded = load_reader(folder, **reader_kwargs)
+    if threads:
+        loaded.inferencer.model.onnx_session = onnx_session(folder, threads=threads)
+    return loaded
+
+
+def weights_folder(reader: Path, name: str, out: Path) -> Optional[Path]:
+    """The folder whose weights file a variant runs (None for torch int8, which exists only in memory)."""
+    if name.startswith("onnx"):
+        return onnx_export(reader, out, int8=name == "onnx_int8")
+    return reader if name == "torch_fp32" else None
 
 
 def weights_mb(path: Path) -> float:
@@ -61,28 +73,42 @@ def weights_mb(path: Path) -> float:
 
 
 def run(readers: Sequence[Path], variants: Sequence[str], dev: Path, out: Path, questions: int, repeats: int,
-        reader_kwargs: Dict[str, Any], speed_questions: Optional[int] = None) -> List[dict]:
-    """Rows of :func:`benchmark_reader` for every reader x variant, in that order (the first row is the base)."""
-    from haystack_distill.evaluation import benchmark_reader
+        reader_kwargs: Dict[str, Any], speed_questions: Optional[int] = None, threads: Optional[int] = None,
+        ) -> List[dict]:
+    """Rows of :func:`benchmark_reader` for every reader x variant, in that order (the first row is the base), with
+    questions per CPU-second beside questions/s (robust to other load on the machine when ``threads=1``)."""
+    import time
 
-    loaded = {f"{reader.resolve().name}/{name}": variant(reader, name, out, reader_kwargs)
-              for reader in readers for name in variants}
-    rows = benchmark_reader(loaded, dev, max_questions=questions, repeats=repeats, reader_kwargs=reader_kwargs,
-                            speed_questions=speed_questions)
+    from haystack_distill.evaluation import benchmark_reader
+    from haystack_distill.evaluation.reader import evaluate_reader
+
+    rows = []
+    for reader in readers:
+        for name in variants:
+            loaded = variant(reader, name, out, reader_kwargs, threads)
+            row = benchmark_reader({f"{reader.resolve().name}/{name}": loaded}, dev, max_questions=questions,
+                                   repeats=repeats, reader_kwargs=reader_kwargs, speed_questions=speed_questions)[0]
+            cpu = time.process_time()  # one more pass, after the warm ones, in CPU seconds
+            n = evaluate_reader(loaded, dev, speed_questions or questions)["questions"]
+            row["questions_per_cpu_second"] = n / (time.process_time() - cpu)
+            folder = weights_folder(reader, name, out)
+            row["weights_mb"] = weights_mb(folder) if folder is not None else row["mb"]
+            rows.append(row)
     for row in rows:
-        target = loaded[row["reader"]]
-        row["weights_mb"] = weights_mb(target) if isinstance(target, Path) else row["mb"]
+        row["speedup_vs_first"] = row["questions_per_second"] / rows[0]["questions_per_second"]
+        row["cpu_speedup_vs_first"] = row["questions_per_cpu_second"] / rows[0]["questions_per_cpu_second"]
     return rows
 
 
 def table(rows: List[dict]) -> str:
     """Markdown table of the rows; speed and size relative to the first row."""
-    lines = ["| reader / variant | EM | F1 | questions/s | speed-up | weights MB | size vs first |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| reader / variant | EM | F1 | questions/s | speed-up | questions/CPU-s | CPU speed-up | weights MB | "
+             "size vs first |", "|---|---|---|---|---|---|---|---|---|"]
     base = rows[0]["weights_mb"]
     for r in rows:
         lines.append(f"| {r['reader']} | {r['em']:.1f} | {r['f1']:.1f} | {r['questions_per_second']:.1f} | "
-                     f"{r['speedup_vs_first']:.2f}x | {r['weights_mb']:.1f} | {r['weights_mb'] / base:.2f}x |")
+                     f"{r['speedup_vs_first']:.2f}x | {r['questions_per_cpu_second']:.1f} | "
+                     f"{r['cpu_speedup_vs_first']:.2f}x | {r['weights_mb']:.1f} | {r['weights_mb'] / base:.2f}x |")
     return "\n".join(lines)
 
 
@@ -104,7 +130,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--questions", type=int, default=300, help="answerable questions scored")
     parser.add_argument("--speed-questions", type=int, help="time the repeats on only the first N questions")
     parser.add_argument("--repeats", type=int, default=3, help="timed passes; the median counts")
-    parser.add_argument("--threads", type=int, help="torch threads (ONNX readers use Haystack's setting: all cores)")
+    parser.add_argument("--threads", type=int, help="torch and onnxruntime threads (default: torch's default and "
+                                                    "Haystack's ONNX setting, all cores); 1 makes CPU-s comparable")
     parser.add_argument("--max-seq-len", type=int, default=256)
     parser.add_argument("--doc-stride", type=int, default=128)
     parser.add_argument("--json", type=Path, help="also write the rows here")
@@ -117,7 +144,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     kwargs = dict(use_gpu=False, max_seq_len=args.max_seq_len, doc_stride=args.doc_stride, max_query_length=64,
                   progress_bar=False, num_processes=0)
     rows = run(args.reader, args.variants, args.dev, args.out, args.questions, args.repeats, kwargs,
-               args.speed_questions)
+               args.speed_questions, args.threads)
     print(table(rows))
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2, default=str) + "\n")
