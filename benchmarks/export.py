@@ -81,6 +81,7 @@ def run(readers: Sequence[Path], variants: Sequence[str], dev: Path, out: Path, 
 
     from haystack_distill.evaluation import benchmark_reader
     from haystack_distill.evaluation.reader import evaluate_reader
+    from haystack_distill.reader.export import onnx_model_size
 
     rows = []
     for reader in readers:
@@ -93,6 +94,8 @@ def run(readers: Sequence[Path], variants: Sequence[str], dev: Path, out: Path, 
             row["questions_per_cpu_second"] = n / (time.process_time() - cpu)
             folder = weights_folder(reader, name, out)
             row["weights_mb"] = weights_mb(folder) if folder is not None else row["mb"]
+            if name.startswith("onnx"):  # a loaded ONNX reader does not know its file
+                row.update(onnx_model_size(folder))
             rows.append(row)
     for row in rows:
         row["speedup_vs_first"] = row["questions_per_second"] / rows[0]["questions_per_second"]
