@@ -461,6 +461,21 @@ def evaluate(profile: str) -> List[Dict[str, Any]]:
     return rows
 
 
+def score(profile: str, stages: List[str], layers: int) -> None:
+    """EM/F1 of finished stages' readers on the profile's dev questions (one line of JSON each)."""
+    from haystack_distill.evaluation.reader import evaluate_reader
+    from haystack_distill.reader import DistillableFARMReader
+
+    cfg = PROFILES[profile]
+    dev = write_subset("dev-v1.1-36articles.json", cfg["dev_articles"], run_dir(profile, cfg) / "data" / "dev.json")
+    for stage in stages:
+        path = model_dir(stage_dir(profile, cfg, stage), stage, layers)
+        metrics = evaluate_reader(DistillableFARMReader(str(path), **reader_kwargs(cfg)), dev,
+                                  max_questions=cfg["dev_questions"])
+        print(json.dumps({"stage": stage, "layers": layers, **{k: metrics[k] for k in ("em", "f1", "questions")}}),
+              flush=True)
+
+
 INIT_NOTE = {"base": "layers [0, 2, 4] (3L) / [0, 3] (2L) of the packaged base encoder, fresh QA head",
              "teacher": "the fine-tuned teacher's layers spread evenly (first and last kept) and its QA head"}
 
@@ -525,6 +540,8 @@ def main() -> int:
                         help="full profile: also the intermediate + prediction and augmentation rows, the other "
                              "sizes' baselines and the KD checks (about 3 h more on 2 cores)")
     parser.add_argument("--dev-articles", type=int, help="score on the first N of the 36 dev articles instead")
+    parser.add_argument("--score", nargs="+", choices=sorted(STAGES), metavar="STAGE",
+                        help="only print EM/F1 of these finished stages' readers (--layers N), no speed, no table")
     parser.add_argument("--student-init", choices=["base", "teacher"], default="base",
                         help="students from every other layer of the packaged base encoder with a fresh QA head "
                              "(default, as calibration.md) or from the fine-tuned teacher's layers and QA head")
@@ -539,6 +556,9 @@ def main() -> int:
     from haystack_distill.io import atomic_write_text
     if args.stage:
         run_stage(profile, args.stage, args.layers)
+        return 0
+    if args.score:
+        score(profile, args.score, args.layers or PROFILES[profile]["layers"][0])
         return 0
     name, command = profile, f"python benchmarks/reader.py --{profile}"
     if args.dev_articles:
