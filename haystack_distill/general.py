@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import math
 import shutil
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Literal, Optional, Sequence, Union
 
@@ -32,6 +32,7 @@ from torch import Tensor, nn
 from .attention import AttentionScores
 from .layers import count_layers, keep_layers, resolve_layer_mapping, spread_layer_indices
 from .losses import attention_score_mse, hidden_state_mse
+from .teacher_cache import fingerprint_file
 from .training import TrainConfig, config_fields, train
 
 logger = logging.getLogger(__name__)
@@ -65,7 +66,6 @@ class GeneralDistillationConfig:
     resume: bool = True
     show_progress: bool = True
     min_words: int = 8  # lines with fewer words (headings, blanks) are skipped
-    extra: Dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> GeneralDistillationConfig:
         """Raise ``ValueError`` naming the first bad setting and its fix; return ``self``."""
@@ -261,7 +261,7 @@ def distil_general(teacher: PathLike, texts: PathLike, output: PathLike,
         checkpoint_every=config.checkpoint_every, resume=config.resume, show_progress=config.show_progress,
         length_key="attention_mask", sequence_keys=("input_ids", "attention_mask", "token_type_ids"))
     train_config.run_fields = {**config_fields(train_config), "stage": "general", "keep": keep,
-                               "mapping": mapping, "texts_sha256": _sha256(Path(texts)),
+                               "mapping": mapping, "texts": fingerprint_file(Path(texts)),
                                "max_seq_len": config.max_seq_len, "weights": (config.hidden_weight,
                                                                               config.attention_weight)}
     logger.info("general distillation: %d windows, student layers %s, mapping %s", len(data["input_ids"]),
@@ -275,16 +275,6 @@ def distil_general(teacher: PathLike, texts: PathLike, output: PathLike,
     shutil.rmtree(train_config.checkpoint_dir, ignore_errors=True)  # ours; the finished model replaces them
     return {"loss": result.loss, **loss.last_terms, "global_step": result.global_step, "keep": keep,
             "mapping": mapping, "windows": len(data["input_ids"]), "output": str(output)}
-
-
-def _sha256(path: Path) -> str:
-    import hashlib
-
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def hidden_state_distance(student: PathLike, teacher: PathLike, texts: PathLike, max_seq_len: int = 128,
