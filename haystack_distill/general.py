@@ -31,8 +31,9 @@ from torch import Tensor, nn
 
 from .attention import AttentionScores
 from .layers import count_layers, keep_layers, resolve_layer_mapping, spread_layer_indices
-from .losses import attention_score_mse, hidden_state_mse
+from .losses import attention_score_mse, hidden_projections, layerwise_hidden_mse
 from .teacher_cache import fingerprint_file
+from .tokenizers import check_vocab_fits
 from .training import TrainConfig, config_fields, train
 
 logger = logging.getLogger(__name__)
@@ -148,8 +149,7 @@ class GeneralDistillationLoss(nn.Module):
         self._models = [student, teacher]  # kept out of this module's parameters and state_dict
         self.mapping = dict(mapping)
         d_s, d_t = student.config.hidden_size, teacher.config.hidden_size
-        keys = ["embeddings", *(f"layer_{i}" for i in self.mapping)]
-        self.projections = nn.ModuleDict({k: nn.Linear(d_s, d_t, bias=False) for k in keys} if d_s != d_t else {})
+        self.projections = hidden_projections(d_s, d_t, list(self.mapping))
         self.hidden_weight, self.attention_weight = hidden_weight, attention_weight
         self.last_terms: Dict[str, float] = {}
 
@@ -158,9 +158,6 @@ class GeneralDistillationLoss(nn.Module):
             out = model(**batch, output_hidden_states=True)
             return out.hidden_states, {i: scores.get(i) for i in (layers if self.attention_weight else [])}
 
-    def _project(self, key: str) -> Optional[nn.Module]:
-        return self.projections[key] if key in self.projections else None
-
     def forward(self, batch: Dict[str, Tensor]) -> Tensor:
         student, teacher = self._models
         teacher.eval()
@@ -168,9 +165,8 @@ class GeneralDistillationLoss(nn.Module):
             t_hidden, t_attn = self._run(teacher, batch, sorted(set(self.mapping.values())))
         s_hidden, s_attn = self._run(student, batch, list(self.mapping))
         mask = batch["attention_mask"]
-        hidden = hidden_state_mse(s_hidden[0], t_hidden[0], self._project("embeddings"), mask) + sum(
-            hidden_state_mse(s_hidden[s + 1], t_hidden[t + 1], self._project(f"layer_{s}"), mask)
-            for s, t in self.mapping.items())
+        embeddings, layers = layerwise_hidden_mse(s_hidden, t_hidden, self.mapping, self.projections, mask)
+        hidden = embeddings + layers
         total = self.hidden_weight * hidden
         terms = {"hidden": hidden}
         if self.attention_weight:
@@ -210,14 +206,6 @@ def build_student(teacher: nn.Module, config: GeneralDistillationConfig) -> tupl
     return keep_layers(teacher, sorted(keep)), sorted(keep)
 
 
-def _check_vocab(tokenizer: Any, *models: nn.Module) -> None:
-    for model in models:
-        size = model.get_input_embeddings().num_embeddings
-        if len(tokenizer) > size:
-            raise ValueError(f"the tokenizer has {len(tokenizer)} tokens but the model's embedding matrix only "
-                             f"{size} rows; use the tokenizer saved with that model.")
-
-
 def distil_general(teacher: PathLike, texts: PathLike, output: PathLike,
                    config: Optional[GeneralDistillationConfig] = None, **overrides: Any) -> Dict[str, Any]:
     """Distil the encoder in folder ``teacher`` into a shallower student on the plain text in ``texts``.
@@ -250,7 +238,8 @@ def distil_general(teacher: PathLike, texts: PathLike, output: PathLike,
                          f"general distillation needs at least {MIN_WINDOWS} (thousands are usual): pass a larger "
                          "text file.")
     student, keep = build_student(teacher_model, config)
-    _check_vocab(tokenizer, teacher_model, student)
+    for role, model in (("teacher", teacher_model), ("student", student)):
+        check_vocab_fits(tokenizer, model, role)
     mapping = resolve_layer_mapping(config.layer_mapping, count_layers(student), count_layers(teacher_model))
     loss = GeneralDistillationLoss(student, teacher_model.to(config.device), mapping, config.hidden_weight,
                                    config.attention_weight)
@@ -276,22 +265,3 @@ def distil_general(teacher: PathLike, texts: PathLike, output: PathLike,
     return {"loss": result.loss, **loss.last_terms, "global_step": result.global_step, "keep": keep,
             "mapping": mapping, "windows": len(data["input_ids"]), "output": str(output)}
 
-
-def hidden_state_distance(student: PathLike, teacher: PathLike, texts: PathLike, max_seq_len: int = 128,
-                          max_windows: int = 512, batch_size: int = 32) -> float:
-    """Mean squared distance of the student's last hidden state to the teacher's over real tokens of ``texts``
-    (held-out text): the number general distillation lowers."""
-    from transformers import AutoTokenizer
-
-    s_model, t_model = _load_encoder(student, "student").eval(), _load_encoder(teacher, "teacher").eval()
-    tokenizer = AutoTokenizer.from_pretrained(str(teacher))
-    data = text_windows(tokenizer, read_texts(texts), max_seq_len)
-    total, count = 0.0, 0
-    with torch.no_grad():
-        for i in range(0, min(max_windows, len(data["input_ids"])), batch_size):
-            batch = {k: v[i : min(i + batch_size, max_windows)] for k, v in data.items()}
-            mask = batch["attention_mask"].bool()
-            diff = s_model(**batch).last_hidden_state - t_model(**batch).last_hidden_state
-            total += float(diff[mask].pow(2).mean(-1).sum())
-            count += int(mask.sum())
-    return total / max(count, 1)

@@ -21,7 +21,7 @@ Example:
 from __future__ import annotations
 
 import inspect
-from typing import Callable, Optional, Tuple, Union
+from typing import Callable, Dict, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -276,6 +276,32 @@ def hidden_state_mse(
             f"{teacher_hidden.shape[-1]}."
         )
     return logit_mse(projected, teacher_hidden, mask)
+
+
+def hidden_projections(student_width: int, teacher_width: int, student_layers: Sequence[int]) -> nn.ModuleDict:
+    """Trained ``Linear`` maps from the student's width to the teacher's: ``"embeddings"`` and one ``"layer_i"``
+    per mapped student layer; empty when the widths match (no projection needed)."""
+    if student_width == teacher_width:
+        return nn.ModuleDict()
+    keys = ["embeddings", *(f"layer_{i}" for i in student_layers)]
+    return nn.ModuleDict({k: nn.Linear(student_width, teacher_width, bias=False) for k in keys})
+
+
+def layerwise_hidden_mse(student_hidden: Sequence[Tensor], teacher_hidden: Sequence[Tensor],
+                         mapping: Dict[int, int], projections: nn.ModuleDict,
+                         mask: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
+    """TinyBERT's embedding and hidden-state terms: (MSE of the embedding outputs, sum over ``mapping``
+    ``{student_layer: teacher_layer}`` of the layer outputs' MSE). ``*_hidden`` are transformers'
+    ``output_hidden_states`` tuples (index 0 the embeddings, ``i + 1`` the output of layer ``i``); ``projections``
+    as :func:`hidden_projections` builds them."""
+
+    def project(key: str) -> Optional[nn.Module]:
+        return projections[key] if key in projections else None
+
+    embeddings = hidden_state_mse(student_hidden[0], teacher_hidden[0], project("embeddings"), mask)
+    layers = sum(hidden_state_mse(student_hidden[s + 1], teacher_hidden[t + 1], project(f"layer_{s}"), mask)
+                 for s, t in mapping.items())
+    return embeddings, layers
 
 
 def embedding_mse(student_embeddings: Tensor, teacher_embeddings: Tensor) -> Tensor:

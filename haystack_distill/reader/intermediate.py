@@ -30,7 +30,14 @@ from torch import Tensor, nn
 
 from ..attention import AttentionScores
 from ..layers import LayerMapping, count_layers, resolve_layer_mapping
-from ..losses import DistillationLoss, attention_kl, attention_score_mse, hidden_state_mse, span_kd_loss
+from ..losses import (
+    DistillationLoss,
+    attention_kl,
+    attention_score_mse,
+    hidden_projections,
+    layerwise_hidden_mse,
+    span_kd_loss,
+)
 from ..teacher_cache import fingerprint_file
 from ..training import TrainConfig, config_fields, ensure_distributed, is_main_process, train
 from . import common
@@ -56,8 +63,7 @@ class IntermediateLayerLoss(nn.Module):
         # lists keep the two models out of this module's parameters and state_dict: it owns only projections
         self._models = [student, teacher]
         d_s, d_t = _hf(student).config.hidden_size, _hf(teacher).config.hidden_size
-        keys = ["embeddings", *(f"layer_{i}" for i in self.mapping)]
-        self.projections = nn.ModuleDict({k: nn.Linear(d_s, d_t, bias=False) for k in keys} if d_s != d_t else {})
+        self.projections = hidden_projections(d_s, d_t, list(self.mapping))
         self.weights = {"embeddings": embedding_weight, "hidden": hidden_weight, "attention": attention_weight}
         self.attention_loss, self.prediction_weight = attention_loss, prediction_weight
         self.prediction_loss, self.temperature, self.kd_mask = prediction_loss, temperature, kd_mask
@@ -95,16 +101,12 @@ class IntermediateLayerLoss(nn.Module):
         attention = {k: torch.cat([p[2][k] for p in parts]) for k in parts[0][2]}
         return logits, hidden, attention
 
-    def _project(self, key: str) -> Optional[nn.Module]:
-        return self.projections[key] if key in self.projections else None
-
     def forward(self, batch: Dict[str, Tensor]) -> Tensor:
         t_logits, t_hidden, t_attn = self._teacher_outputs(batch)
         s_logits, s_hidden, s_attn = self._run(self.student, batch, list(self.mapping))
         mask = batch["padding_mask"]
-        terms = {"embeddings": hidden_state_mse(s_hidden[0], t_hidden[0], self._project("embeddings"), mask)}
-        terms["hidden"] = sum(hidden_state_mse(s_hidden[s + 1], t_hidden[t + 1], self._project(f"layer_{s}"), mask)
-                              for s, t in self.mapping.items())
+        embeddings, hidden = layerwise_hidden_mse(s_hidden, t_hidden, self.mapping, self.projections, mask)
+        terms = {"embeddings": embeddings, "hidden": hidden}
         if self.attention_loss == "scores":
             terms["attention"] = sum(attention_score_mse(s_attn[s], t_attn[t], mask) for s, t in self.mapping.items())
         elif self.attention_loss == "kl":
