@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
-from typing import Any, List, Optional
+from typing import Any, List
 
 
 def _keep(value: str) -> List[int]:
@@ -23,18 +22,12 @@ def _handler(args: argparse.Namespace) -> int:
         layers=args.layers, keep=args.keep, student=args.student, epochs=args.epochs, max_seq_len=args.max_seq_len,
         batch_size=args.batch_size, learning_rate=args.learning_rate, attention_weight=args.attention_weight,
         seed=args.seed, resume=not args.restart, show_progress=not args.quiet)
-    try:
-        result = distil_general(args.teacher, args.texts, args.output, config)
-    except (ValueError, FileNotFoundError) as err:
-        if args.debug:
-            raise
-        print(f"distil-general: error: {err}", file=sys.stderr)
-        return 2
+    result = distil_general(args.teacher, args.texts, args.output, config)  # errors: one line, via cli.run_command
     print(json.dumps(result, indent=2, default=str))
     return 0
 
 
-def register(subparsers: Any, parents: Optional[list] = None) -> None:
+def register(subparsers: Any) -> None:
     """Add the ``distil-general`` sub-command."""
     d = argparse.ArgumentDefaultsHelpFormatter
     p = subparsers.add_parser("distil-general", formatter_class=d,
@@ -55,5 +48,4 @@ def register(subparsers: Any, parents: Optional[list] = None) -> None:
     p.add_argument("--seed", type=int, default=42, help="training seed")
     p.add_argument("--restart", action="store_true", help="ignore checkpoints of an interrupted run")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.add_argument("--debug", action="store_true", help="show tracebacks for bad input")
     p.set_defaults(func=_handler)
