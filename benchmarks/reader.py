@@ -130,7 +130,7 @@ def _init_from_encoder(cfg, encoder: Path, init: Path, layers: int) -> None:
     from haystack_distill.reader import DistillableFARMReader, student_from_teacher
 
     if not (encoder / "config.json").is_file():
-        raise FileNotFoundError(f"{encoder} missing: run the gd stage first (--only gd)")
+        raise FileNotFoundError(f"{encoder} missing: run its stage first (--stage {encoder.name.rsplit('-', 1)[0]})")
     torch.manual_seed(42)  # the fresh QA head, as for the base init
     reader = DistillableFARMReader(str(encoder), **reader_kwargs(cfg))
     student_from_teacher(reader, list(range(layers)), init, **reader_kwargs(cfg))
@@ -200,35 +200,28 @@ def stage_gd_teacher(cfg, run, out, layers, **_):
                           student=str(start), show_progress=False, **GD)
 
 
-# stage -> (student init, train file, epochs, our KD settings): the student-quality rows, one change each from
-# ours_kd_slices (base init, original data, 2 epochs, batches in slices). The augmented file holds the original
-# and one augmented copy of every paragraph (aug_copies=1), so 1 epoch over it takes the same steps as 2 over the
-# original: those rows change the data, not the compute.
+# stage -> (student init, train file, our KD settings): the student-quality rows, one change each from
+# ours_kd_slices (base init, original data, batches in slices). The augmented rows take the same steps as the
+# others (full profile: 1 epoch over the original + 1 copy instead of 2 over the original, see _ours_kd): they
+# change the data, not the compute.
 RECIPES = {
-    "gd_kd": ("gd", "train.json", 2, None),
-    "gd_kd_seed2": ("gd", "train.json", 2, {"seed": 2}),
-    "gd_teacher_kd": ("gd_teacher", "train.json", 2, None),
-    "aug_kd": ("base", "train_aug.json", 1, None),
-    "gd_aug_kd": ("gd", "train_aug.json", 1, None),
-    "gd_aug_kd_seed2": ("gd", "train_aug.json", 1, {"seed": 2}),
+    "gd_kd": ("gd", "train.json", None),
+    "gd_kd_seed2": ("gd", "train.json", {"seed": 2}),
+    "gd_teacher_kd": ("gd_teacher", "train.json", None),
+    "aug_kd": ("base", "train_aug.json", None),
+    "gd_aug_kd": ("gd", "train_aug.json", None),
+    "gd_aug_kd_seed2": ("gd", "train_aug.json", {"seed": 2}),
 }
 
 
 def stage_recipe(stage: str):
-    init_from, train_file, epochs, extra = RECIPES[stage]
+    """Stage function of one ``RECIPES`` row; rows on one train file share one teacher pass (one cache)."""
+    init_from, train_file, extra = RECIPES[stage]
 
     def run_recipe(cfg, run, out, layers, **_):
-        teacher, student = _student(cfg, run, layers, init_from)
-        tag = f"-{stage}"
-        cache = run / f"cache-{train_file.split('.')[0]}-{layers}l"  # one teacher pass per train file, shared
-        metrics = student.distil_prediction_layer_from(
-            teacher, data_dir=str(run / "data"), train_filename=train_file, batch_size=BATCH,
-            n_epochs=epochs * cfg["epochs"] // 2, learning_rate=LR, save_dir=str(out), evaluate_every=0, caching=True,
-            cache_path=cache, checkpoint_root_dir=run / f"ours{tag}-ckpt-{layers}l", teacher_top_k=TOP_K,
-            **{**SLICES, **(extra or {})})
-        files = list((cache / "teacher_outputs").rglob("outputs.npy"))
-        metrics["teacher_cache_mb"] = sum(f.stat().st_size for f in files) / 2**20
-        return metrics
+        cache = run / f"cache-{train_file.split('.')[0]}-{layers}l"
+        return _ours_kd(cfg, run, out, layers, {**SLICES, **(extra or {})}, f"-{stage}", init_from=init_from,
+                        train_file=train_file, cache=cache)
     return run_recipe
 
 
@@ -300,14 +293,19 @@ def stage_kd_check(stage: str):
     return run_check
 
 
-def _ours_kd(cfg, run, out, layers, kd: Dict[str, Any], tag: str, top_k: Optional[int] = TOP_K) -> Dict[str, Any]:
-    """Our prediction-layer KD; ``tag`` keeps its own cache and checkpoints, so each run pays its teacher pass."""
-    teacher, student = _student(cfg, run, layers)
-    cache = run / f"cache{tag}-{layers}l"
+def _ours_kd(cfg, run, out, layers, kd: Dict[str, Any], tag: str, top_k: Optional[int] = TOP_K,
+             init_from: str = "base", train_file: str = "train.json", cache: Optional[Path] = None) -> Dict[str, Any]:
+    """Our prediction-layer KD; ``tag`` keeps its own checkpoints and (unless ``cache`` is given) its own teacher
+    cache, so each run pays its teacher pass. The augmented ``train_file`` (the original plus ``aug_copies``
+    copies) gets that many times fewer epochs, so the run takes the same steps as one on the original."""
+    teacher, student = _student(cfg, run, layers, init_from)
+    cache = cache or run / f"cache{tag}-{layers}l"
+    copies = cfg["aug_copies"] + 1 if train_file == "train_aug.json" else 1
     metrics = student.distil_prediction_layer_from(
-        teacher, data_dir=str(run / "data"), train_filename="train.json", batch_size=BATCH,
-        n_epochs=cfg["epochs"], learning_rate=LR, save_dir=str(out), evaluate_every=0, caching=True,
-        cache_path=cache, checkpoint_root_dir=run / f"ours{tag}-ckpt-{layers}l", teacher_top_k=top_k, **kd)
+        teacher, data_dir=str(run / "data"), train_filename=train_file, batch_size=BATCH,
+        n_epochs=max(1, round(cfg["epochs"] / copies)), learning_rate=LR, save_dir=str(out), evaluate_every=0,
+        caching=True, cache_path=cache, checkpoint_root_dir=run / f"ours{tag}-ckpt-{layers}l", teacher_top_k=top_k,
+        **kd)
     files = list((cache / "teacher_outputs").rglob("outputs.npy"))
     metrics["teacher_cache_mb"] = sum(f.stat().st_size for f in files) / 2**20
     metrics["teacher_cache_note"] = f"{f'top-{top_k}' if top_k else 'dense'} fp16 memory-mapped file, train set only"
