@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import List
+from typing import Callable, List
 
 import pytest
 
@@ -78,3 +78,20 @@ def tiny_squad(tmp_path_factory) -> Path:
     (root / "train.json").write_text(json.dumps(make_squad_dataset(12, seed=0)))
     (root / "dev.json").write_text(json.dumps(make_squad_dataset(4, seed=1)))
     return root
+
+
+def kill_augmentation_on_second_article(monkeypatch) -> Callable[[], None]:
+    """Make ``augment`` raise KeyboardInterrupt (a simulated kill) on its second article, after the first is saved;
+    returns a function that restores the real augmenter."""
+    from augment.core import SquadAugmenter
+
+    real, calls = SquadAugmenter.augment_article, []
+
+    def dies_on_second_article(self, article, index):
+        calls.append(index)
+        if len(calls) == 2:
+            raise KeyboardInterrupt("simulated kill")
+        return real(self, article, index)
+
+    monkeypatch.setattr(SquadAugmenter, "augment_article", dies_on_second_article)
+    return lambda: monkeypatch.setattr(SquadAugmenter, "augment_article", real)

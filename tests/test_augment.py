@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import kill_augmentation_on_second_article
 
 from augment.api import augment_squad
 from augment.core import AugmentSettings, SquadAugmenter
@@ -155,21 +156,12 @@ def test_seeded_rerun_is_byte_identical(squad_file, tmp_path, mlm_dir, glove_fil
 
 def test_resume_after_interruption_gives_same_file(squad_file, tmp_path, mlm_dir, glove_file, monkeypatch):
     _run(squad_file, tmp_path / "full.json", mlm_dir, glove_file)
-    real = SquadAugmenter.augment_article
-    calls = []
-
-    def dies_on_second_article(self, article, index):
-        calls.append(index)
-        if len(calls) == 2:
-            raise KeyboardInterrupt("simulated kill")
-        return real(self, article, index)
-
-    monkeypatch.setattr(SquadAugmenter, "augment_article", dies_on_second_article)
+    restore = kill_augmentation_on_second_article(monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         _run(squad_file, tmp_path / "resumed.json", mlm_dir, glove_file)
     assert not (tmp_path / "resumed.json").exists()
     assert (tmp_path / "resumed.json.partial" / "article-0000000.json").is_file()
-    monkeypatch.setattr(SquadAugmenter, "augment_article", real)
+    restore()
     report = _run(squad_file, tmp_path / "resumed.json", mlm_dir, glove_file)
     assert report.resumed_articles == 1
     assert (tmp_path / "resumed.json").read_bytes() == (tmp_path / "full.json").read_bytes()

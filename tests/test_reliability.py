@@ -18,6 +18,7 @@ import math
 
 import pytest
 import torch
+from conftest import kill_augmentation_on_second_article
 from torch import nn
 
 from haystack_distill.safety import DivergenceError
@@ -406,23 +407,14 @@ def test_a_truncated_progress_file_is_redone_on_resume(augment_inputs, tmp_path,
     import json
 
     from augment.api import augment_squad
-    from augment.core import SquadAugmenter
 
     squad, mlm, glove = augment_inputs
     run = lambda out: augment_squad(squad, out, glove, str(mlm), device="cpu", show_progress=False)  # noqa: E731
     run(tmp_path / "full.json")
-    real, calls = SquadAugmenter.augment_article, []
-
-    def dies_on_second_article(self, article, index):
-        calls.append(index)
-        if len(calls) == 2:
-            raise KeyboardInterrupt("simulated kill")
-        return real(self, article, index)
-
-    monkeypatch.setattr(SquadAugmenter, "augment_article", dies_on_second_article)
+    restore = kill_augmentation_on_second_article(monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         run(tmp_path / "out.json")
-    monkeypatch.setattr(SquadAugmenter, "augment_article", real)
+    restore()
     progress = tmp_path / "out.json.partial" / "article-0000000.json"
     progress.write_bytes(progress.read_bytes()[:-40])  # e.g. a disk that filled up
     report = run(tmp_path / "out.json")
