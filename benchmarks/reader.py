@@ -27,6 +27,7 @@ import resource
 import subprocess
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
@@ -200,29 +201,61 @@ def stage_gd_teacher(cfg, run, out, layers, **_):
                           student=str(start), show_progress=False, **GD)
 
 
-# stage -> (student init, train file, our KD settings): the student-quality rows, one change each from
-# ours_kd_slices (base init, original data, batches in slices). The augmented rows take the same steps as the
-# others (full profile: 1 epoch over the original + 1 copy instead of 2 over the original, see _ours_kd): they
-# change the data, not the compute.
+# stage -> Recipe: the student-quality rows, one change each from ours_kd_slices (base init, original data, 2
+# epochs at lr 5e-5, batches in slices). ``passes`` multiplies the profile's epochs; the augmented file (the
+# original plus ``aug_copies`` copies) gets that many times fewer epochs, so ``passes=1`` takes the reference's
+# steps and changes the data, not the compute, and ``passes=2`` is the "patient" schedule (twice the steps).
+# ``td`` runs TinyBERT's task-specific intermediate stage (hidden states and embeddings of the reader teacher,
+# attention weighted 0.01, no span KD) on the row's train file first and starts the KD from its student.
+@dataclass(frozen=True)
+class Recipe:
+    init: str = "base"
+    train_file: str = "train.json"
+    kd: Dict[str, Any] = field(default_factory=dict)
+    passes: float = 1.0
+    learning_rate: float = LR
+    td: bool = False
+
+
 RECIPES = {
-    "gd_kd": ("gd", "train.json", None),
-    "gd_kd_seed2": ("gd", "train.json", {"seed": 2}),
-    "gd_teacher_kd": ("gd_teacher", "train.json", None),
-    "aug_kd": ("base", "train_aug.json", None),
-    "gd_aug_kd": ("gd", "train_aug.json", None),
-    "gd_aug_kd_seed2": ("gd", "train_aug.json", {"seed": 2}),
+    "gd_kd": Recipe(init="gd"),
+    "gd_kd_seed2": Recipe(init="gd", kd={"seed": 2}),
+    "gd_teacher_kd": Recipe(init="gd_teacher"),
+    "aug_kd": Recipe(train_file="train_aug.json"),
+    "gd_aug_kd": Recipe(init="gd", train_file="train_aug.json"),
+    "gd_aug_kd_seed2": Recipe(init="gd", train_file="train_aug.json", kd={"seed": 2}),
+    "lr1e4_kd": Recipe(learning_rate=1e-4),
+    "long_kd": Recipe(passes=2),
+    "aug_long_kd": Recipe(train_file="train_aug.json", passes=2),
+    "td_kd": Recipe(td=True),
 }
+TD = dict(n_epochs=1, learning_rate=1e-4, attention_weight=0.01, distillation_loss_weight=0.0)
 
 
 def stage_recipe(stage: str):
     """Stage function of one ``RECIPES`` row; rows on one train file share one teacher pass (one cache)."""
-    init_from, train_file, extra = RECIPES[stage]
+    recipe = RECIPES[stage]
 
     def run_recipe(cfg, run, out, layers, **_):
-        cache = run / f"cache-{train_file.split('.')[0]}-{layers}l"
-        return _ours_kd(cfg, run, out, layers, {**SLICES, **(extra or {})}, f"-{stage}", init_from=init_from,
-                        train_file=train_file, cache=cache)
+        cache = run / f"cache-{recipe.train_file.split('.')[0]}-{layers}l"
+        init_from = _task_distilled(cfg, run, layers, recipe) if recipe.td else recipe.init
+        return _ours_kd(cfg, run, out, layers, {**SLICES, **recipe.kd}, f"-{stage}", init_from=init_from,
+                        train_file=recipe.train_file, cache=cache, passes=recipe.passes,
+                        learning_rate=recipe.learning_rate)
     return run_recipe
+
+
+def _task_distilled(cfg, run, layers: int, recipe: Recipe) -> str:
+    """TinyBERT's intermediate stage on ``recipe``'s init and train file (kept, so KD rows can share it); returns
+    the init name ``_student`` loads it by."""
+    name = f"td-{recipe.init}-{recipe.train_file.split('.')[0]}"
+    out = run / f"init-{name}-{layers}l"
+    if not (out / "language_model_config.json").is_file():
+        teacher, student = _student(cfg, run, layers, recipe.init)
+        student.distil_intermediate_layers_from(
+            teacher, str(run / "data"), recipe.train_file, batch_size=BATCH, evaluate_every=0,
+            save_dir=str(out), checkpoint_root_dir=run / f"{name}-ckpt-{layers}l", show_progress=False, **TD)
+    return name
 
 
 def stage_no_kd(cfg, run, out, layers, **_):
@@ -294,16 +327,19 @@ def stage_kd_check(stage: str):
 
 
 def _ours_kd(cfg, run, out, layers, kd: Dict[str, Any], tag: str, top_k: Optional[int] = TOP_K,
-             init_from: str = "base", train_file: str = "train.json", cache: Optional[Path] = None) -> Dict[str, Any]:
+             init_from: str = "base", train_file: str = "train.json", cache: Optional[Path] = None,
+             passes: float = 1.0, learning_rate: float = LR) -> Dict[str, Any]:
     """Our prediction-layer KD; ``tag`` keeps its own checkpoints and (unless ``cache`` is given) its own teacher
     cache, so each run pays its teacher pass. The augmented ``train_file`` (the original plus ``aug_copies``
-    copies) gets that many times fewer epochs, so the run takes the same steps as one on the original."""
+    copies) gets that many times fewer epochs, so the run takes the same steps as one on the original; ``passes``
+    multiplies the profile's epochs."""
     teacher, student = _student(cfg, run, layers, init_from)
     cache = cache or run / f"cache{tag}-{layers}l"
     copies = cfg["aug_copies"] + 1 if train_file == "train_aug.json" else 1
     metrics = student.distil_prediction_layer_from(
         teacher, data_dir=str(run / "data"), train_filename=train_file, batch_size=BATCH,
-        n_epochs=max(1, round(cfg["epochs"] / copies)), learning_rate=LR, save_dir=str(out), evaluate_every=0,
+        n_epochs=max(1, round(cfg["epochs"] * passes / copies)), learning_rate=learning_rate, save_dir=str(out),
+        evaluate_every=0,
         caching=True, cache_path=cache, checkpoint_root_dir=run / f"ours{tag}-ckpt-{layers}l", teacher_top_k=top_k,
         **kd)
     files = list((cache / "teacher_outputs").rglob("outputs.npy"))
@@ -384,7 +420,11 @@ LABELS = {"no_kd": "student {l}L, fine-tuned, no KD", "haystack_kd": "student {l
           "aug_kd": "student {l}L, ours: prediction-layer KD on augmented data, same steps (slices)",
           "gd_aug_kd": "student {l}L, ours: GD + prediction-layer KD on augmented data, same steps (slices)",
           "gd_aug_kd_seed2": "student {l}L, ours: GD + prediction-layer KD on augmented data, same steps "
-                             "(slices), seed 2"}
+                             "(slices), seed 2",
+          "lr1e4_kd": "student {l}L, ours: prediction-layer KD, lr 1e-4 instead of 5e-5 (slices)",
+          "long_kd": "student {l}L, ours: prediction-layer KD, 4 epochs instead of 2 (slices)",
+          "aug_long_kd": "student {l}L, ours: prediction-layer KD on augmented data, twice the steps (slices)",
+          "td_kd": "student {l}L, ours: intermediate (attention weight 0.01) + prediction-layer KD (slices)"}
 
 
 def model_dir(run: Path, stage: str, layers: int) -> Path:
