@@ -1,7 +1,8 @@
 """The loss core shared by readers, sentence embeddings and classifiers.
 
-Pure PyTorch, no Haystack import. Every loss exists as a function (``kd_kl_div`` ...) and as a small
-``nn.Module`` wrapper for use in configs. Conventions:
+Pure PyTorch, no Haystack import. Every loss is a function (``kd_kl_div`` ...); names given in settings
+(``distillation_loss="kl_div"``, ``attention_loss="scores"``, an embedding ``loss="cosine"``) are looked up in one
+registry, :data:`LOSSES` (:func:`get_loss`). Conventions:
 
 * ``mask`` is a boolean tensor broadcastable to the logits without their last (class) dimension;
   ``True`` marks valid positions. Masked positions never enter a softmax and contribute nothing.
@@ -34,7 +35,6 @@ DistillationLoss = Union[str, LossFn]
 #: every float dtype, and the same value in student and teacher makes differences vanish.
 MASK_FILL_VALUE = -1e4
 
-BUILTIN_LOSSES = ("kl_div", "mse", "soft_ce")
 
 
 def _check_temperature(temperature: float) -> None:
@@ -127,10 +127,10 @@ def _call_user_loss(fn: LossFn, student: Tensor, teacher: Tensor) -> Tensor:
 
 def validate_distillation_loss(loss: DistillationLoss) -> DistillationLoss:
     """Return ``loss`` if it is a supported name or a callable; raise a ValueError naming the choices."""
-    if callable(loss) or loss in BUILTIN_LOSSES:
+    if callable(loss) or loss in LOSSES["logits"]:
         return loss
     raise ValueError(
-        f"distillation_loss={loss!r} is not supported; use one of {', '.join(BUILTIN_LOSSES)} "
+        f"distillation_loss={loss!r} is not supported; use one of {', '.join(LOSSES['logits'])} "
         "or a callable (student_logits, teacher_logits) -> scalar tensor."
     )
 
@@ -142,19 +142,14 @@ def logits_kd(
     temperature: float = 1.0,
     mask: Optional[Tensor] = None,
 ) -> Tensor:
-    """Dispatch one KD term over the last dimension: ``"kl_div"``, ``"soft_ce"``, ``"mse"`` or a callable.
+    """Dispatch one KD term over the last dimension: a name of ``LOSSES["logits"]`` or a callable.
 
     A callable receives ``student / T`` and ``teacher / T`` with masked entries set to
     :data:`MASK_FILL_VALUE` in both, and its result is multiplied by ``T**2`` (Haystack's convention).
     """
     _check_temperature(temperature)
-    validate_distillation_loss(loss)
-    if loss == "kl_div":
-        return kd_kl_div(student_logits, teacher_logits, temperature, mask)
-    if loss == "soft_ce":
-        return soft_cross_entropy(student_logits, teacher_logits, temperature, mask)
-    if loss == "mse":
-        return logit_mse(student_logits, teacher_logits, mask)
+    if not callable(validate_distillation_loss(loss)):
+        return LOSSES["logits"][loss](student_logits, teacher_logits, temperature, mask)
     valid = _row_mask(mask, student_logits)
     s = (student_logits / temperature).masked_fill(~valid, MASK_FILL_VALUE)
     t = (teacher_logits.detach() / temperature).masked_fill(~valid, MASK_FILL_VALUE)
@@ -339,26 +334,11 @@ def classification_kd_loss(
     return alpha * ce + (1 - alpha) * kd
 
 
-class KLDivergenceLoss(nn.Module):
-    """Module form of :func:`kd_kl_div`.
-
-    Example:
-        >>> import torch
-        >>> KLDivergenceLoss(temperature=2.0)(torch.zeros(2, 5), torch.zeros(2, 5)).item()
-        0.0
-    """
-
-    def __init__(self, temperature: float = 1.0) -> None:
-        super().__init__()
-        _check_temperature(temperature)
-        self.temperature = temperature
-
-    def forward(self, student_logits: Tensor, teacher_logits: Tensor, mask: Optional[Tensor] = None) -> Tensor:
-        return kd_kl_div(student_logits, teacher_logits, self.temperature, mask)
-
-
 class SpanKDLoss(nn.Module):
-    """Module form of :func:`span_kd_loss`."""
+    """Module form of :func:`span_kd_loss`: the span KD term of both reader stages.
+
+    The teacher's logits (e.g. fp16 from the cache) are cast to the student's dtype first.
+    """
 
     def __init__(self, loss: DistillationLoss = "kl_div", temperature: float = 1.0) -> None:
         super().__init__()
@@ -367,36 +347,8 @@ class SpanKDLoss(nn.Module):
         self.temperature = temperature
 
     def forward(self, student_logits: Tensor, teacher_logits: Tensor, valid_mask: Optional[Tensor] = None) -> Tensor:
+        teacher_logits = teacher_logits.to(student_logits.dtype)
         return span_kd_loss(student_logits, teacher_logits, valid_mask, self.loss, self.temperature)
-
-
-class HiddenStateMSELoss(nn.Module):
-    """Hidden-state MSE with a trainable ``Linear(d_student, d_teacher)`` when widths differ.
-
-    The projection is a submodule, so it lands in ``parameters()`` (hence the optimizer) and
-    ``state_dict()`` (hence checkpoints). Haystack 1.26.4 created it after the optimizer.
-    """
-
-    def __init__(self, student_dim: int, teacher_dim: int) -> None:
-        super().__init__()
-        self.projection = nn.Linear(student_dim, teacher_dim, bias=False) if student_dim != teacher_dim else None
-
-    def forward(self, student_hidden: Tensor, teacher_hidden: Tensor, mask: Optional[Tensor] = None) -> Tensor:
-        return hidden_state_mse(student_hidden, teacher_hidden, self.projection, mask)
-
-
-class EmbeddingMSELoss(nn.Module):
-    """Module form of :func:`embedding_mse` (inputs ``[N, d]``)."""
-
-    def forward(self, student_embeddings: Tensor, teacher_embeddings: Tensor) -> Tensor:
-        return embedding_mse(student_embeddings, teacher_embeddings)
-
-
-class EmbeddingCosineLoss(nn.Module):
-    """Module form of :func:`embedding_cosine` (inputs ``[N, d]``)."""
-
-    def forward(self, student_embeddings: Tensor, teacher_embeddings: Tensor) -> Tensor:
-        return embedding_cosine(student_embeddings, teacher_embeddings)
 
 
 def match_heads(student_attention: Tensor, teacher_attention: Tensor) -> Tuple[Tensor, Tensor]:
@@ -438,3 +390,40 @@ def attention_kl(student_probs: Tensor, teacher_probs: Tensor, mask: Optional[Te
     per_row = (p_t * (log_t - log_s)).sum(-1)
     rows = valid.any(-1)
     return per_row.sum() / rows.sum().clamp_min(1) * temperature**2
+
+
+def _logit_mse_at(student: Tensor, teacher: Tensor, temperature: float, mask: Optional[Tensor]) -> Tensor:
+    return logit_mse(student, teacher, mask)  # on raw logits: the temperature does not apply
+
+
+def _attention_scores_at(student: Tensor, teacher: Tensor, temperature: float, mask: Optional[Tensor]) -> Tensor:
+    return attention_score_mse(student, teacher, mask)  # pre-softmax scores: the temperature does not apply
+
+
+def _attention_kl_at(student: Tensor, teacher: Tensor, temperature: float, mask: Optional[Tensor]) -> Tensor:
+    return attention_kl(student, teacher, mask, temperature)
+
+
+#: Every loss that a setting names, by family. One call shape per family:
+#: ``"logits"`` and ``"attention"``: ``fn(student, teacher, temperature, mask)``; ``"embedding"``: ``fn(student,
+#: teacher)``. Reader stages (``distillation_loss``, ``attention_loss``), the HF trainer and the embedding
+#: distillation (``loss``) all look names up here.
+LOSSES: Dict[str, Dict[str, Callable[..., Tensor]]] = {
+    "logits": {"kl_div": kd_kl_div, "mse": _logit_mse_at, "soft_ce": soft_cross_entropy},
+    "attention": {"scores": _attention_scores_at, "kl": _attention_kl_at},
+    "embedding": {"mse": embedding_mse, "cosine": embedding_cosine},
+}
+BUILTIN_LOSSES = tuple(LOSSES["logits"])  # the names ``distillation_loss`` accepts besides a callable
+
+
+def get_loss(family: str, name: str, setting: str = "loss") -> Callable[..., Tensor]:
+    """``LOSSES[family][name]``; an unknown name raises ValueError naming ``setting`` and the choices.
+
+    Example:
+        >>> get_loss("embedding", "cosine").__name__
+        'embedding_cosine'
+    """
+    choices = LOSSES[family]
+    if name not in choices:
+        raise ValueError(f"{setting}={name!r} is not supported; use one of {', '.join(choices)}.")
+    return choices[name]

@@ -134,8 +134,8 @@ def test_hidden_state_mse_with_projection_and_mask():
     mask = torch.tensor([[True, False]])
     # projected first token [1, 2, 3] vs [1, 2, 4]: squared error 1 over 3 elements
     assert losses.hidden_state_mse(s, t, proj, mask).item() == pytest.approx(1 / 3)
-    module = losses.HiddenStateMSELoss(2, 3)
-    assert any(p is module.projection.weight for p in module.parameters())
+    projections = losses.hidden_projections(2, 3, [0])
+    assert any(p is projections["layer_0"].weight for p in projections.parameters())
     with pytest.raises(ValueError, match="projection"):
         losses.hidden_state_mse(s, t)
 
@@ -220,3 +220,14 @@ def test_span_cross_entropy_does_not_depend_on_the_computed_width():
                               losses.span_cross_entropy(logits, gold, mask))  # without it the width matters
     with pytest.raises(ValueError, match="padded_length"):
         losses.span_cross_entropy(logits, gold, mask, padded_length=4)
+
+
+def test_one_registry_names_every_loss():
+    assert losses.BUILTIN_LOSSES == ("kl_div", "mse", "soft_ce")
+    s, t = torch.randn(2, 5), torch.randn(2, 5)
+    for name in losses.BUILTIN_LOSSES:
+        assert losses.logits_kd(s, t, name, 2.0).item() == pytest.approx(
+            losses.get_loss("logits", name)(s, t, 2.0, None).item())
+    assert losses.get_loss("embedding", "cosine") is losses.embedding_cosine
+    with pytest.raises(ValueError, match="attention_loss='dot'.*scores, kl"):
+        losses.get_loss("attention", "dot", "attention_loss")

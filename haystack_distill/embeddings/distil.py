@@ -32,7 +32,7 @@ from haystack_distill.embeddings.model_io import check_embeddings_output, model_
 from haystack_distill.embeddings.pca import check_pca_dim, dense_projection, fit_pca
 from haystack_distill.embeddings.sentences import check_sentences
 from haystack_distill.embeddings.sts import StsPair, evaluate_sts
-from haystack_distill.losses import embedding_cosine, embedding_mse
+from haystack_distill.losses import LOSSES, embedding_mse
 from haystack_distill.safety import check_finite_grad, check_finite_loss
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -41,7 +41,7 @@ if TYPE_CHECKING:  # pragma: no cover
 logger = logging.getLogger(__name__)
 
 PathLike = Union[str, os.PathLike]
-EMBEDDING_LOSSES: Dict[str, Callable[[Tensor, Tensor], Tensor]] = {"mse": embedding_mse, "cosine": embedding_cosine}
+EMBEDDING_LOSSES: Dict[str, Callable[[Tensor, Tensor], Tensor]] = LOSSES["embedding"]  # the shared registry
 
 
 def _as_model(model: Union[SentenceTransformer, PathLike], role: str) -> SentenceTransformer:
