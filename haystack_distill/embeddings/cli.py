@@ -44,22 +44,22 @@ def register(subparsers: Any) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace an existing --output folder")
     p.add_argument("--dev-sts", help="STS-B format file; the checkpoint with the best dev Spearman is kept")
     p.add_argument("--evaluation-steps", type=int, default=0, help="evaluate every N steps (0: every epoch)")
-    p.add_argument("--loss", choices=("mse", "cosine"), default="mse")
-    p.add_argument("--epochs", type=int, default=1)
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--loss", choices=("mse", "cosine"), default="mse", help="student-vs-teacher embedding loss")
+    p.add_argument("--epochs", type=int, default=1, help="passes over the sentences")
+    p.add_argument("--batch-size", type=int, default=64, help="sentences per step")
     p.add_argument("--lr", type=float, default=1e-4, help="learning rate")
     p.add_argument("--freeze-word-embeddings", action="store_true",
                    help="keep the token-embedding matrix fixed (much less optimizer work on a CPU)")
     p.add_argument("--pca-dim", type=int, help="then append a PCA head reducing embeddings to this size")
     p.add_argument("--cache-dir", help="teacher-embedding cache (default ~/.cache/haystack_distill)")
-    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--seed", type=int, default=42, help="seed of sampling and training")
     p.set_defaults(func=distil_command)
 
     e = subparsers.add_parser("eval-sts", help="STS Spearman (cosine vs gold) of sentence-transformers models",
                               description="Spearman correlation x100 between cosine similarity and gold scores.")
     e.add_argument("--model", required=True, action="append", help="model folder (repeat to compare)")
     e.add_argument("--sts", required=True, help="STS-B format file, e.g. ../shared/data/stsbenchmark/sts-test.csv")
-    e.add_argument("--batch-size", type=int, default=64)
+    e.add_argument("--batch-size", type=int, default=64, help="sentences per encoding batch")
     e.set_defaults(func=eval_sts_command)
 
 

@@ -1,0 +1,84 @@
+"""``haystack-distill evaluate-reader``: EM/F1, questions/s and size of readers on a SQuAD file, as one table.
+
+Example:
+    >>> import argparse
+    >>> parser = argparse.ArgumentParser(); register(parser.add_subparsers(dest="command"))
+    >>> args = parser.parse_args(["evaluate-reader", "--reader", "teacher=models/t", "models/s", "--squad", "dev.json"])
+    >>> reader_paths(args.reader)
+    {'teacher': 'models/t', 'models/s': 'models/s'}
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any, Dict, List
+
+from ..cli import positive_int
+
+
+def reader_paths(specs: List[str]) -> Dict[str, str]:
+    """``NAME=PATH`` or ``PATH`` (named by itself) -> ``{name: path}``, in order; a repeated name is an error."""
+    readers: Dict[str, str] = {}
+    for spec in specs:
+        name, sep, path = spec.partition("=")
+        name, path = (name, path) if sep else (spec, spec)
+        if not name or not path:
+            raise ValueError(f"--reader {spec!r}: give PATH or NAME=PATH.")
+        if name in readers:
+            raise ValueError(f"--reader: the name {name!r} is given twice; name each reader with NAME=PATH.")
+        readers[name] = path
+    return readers
+
+
+def check_inputs(args: argparse.Namespace, readers: Dict[str, str]) -> None:
+    """Fail on a missing reader folder, a bad SQuAD file or an output that is a folder, before loading a model."""
+    from ..reader.cli import check_model_path
+    from ..squad import validate_squad_file
+
+    for path in readers.values():
+        check_model_path("--reader", path)
+    validate_squad_file(args.squad)
+    if args.output and Path(args.output).is_dir():
+        raise IsADirectoryError(f"--output {args.output} is a folder; give a file path such as results.json.")
+
+
+def _handler(args: argparse.Namespace) -> int:
+    readers = reader_paths(args.reader)
+    check_inputs(args, readers)
+    from ..io import atomic_write_json
+    from .reader import benchmark_reader, format_table
+
+    kwargs = dict(use_gpu=args.gpu, max_seq_len=args.max_seq_len, doc_stride=args.doc_stride,
+                  max_query_length=args.max_query_length)
+    rows = benchmark_reader(readers, args.squad, max_questions=args.max_questions, repeats=args.repeats,
+                            batch_size=args.batch_size, reader_kwargs=kwargs, speed_questions=args.speed_questions)
+    print(format_table(rows))
+    if args.output:
+        atomic_write_json(args.output, rows)
+        print(f"rows written to {args.output}")
+    return 0
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``evaluate-reader`` sub-command."""
+    p = subparsers.add_parser(
+        "evaluate-reader", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        help="EM/F1, questions/s and size of one or more readers on a SQuAD file (the benchmark's table)",
+        description="Scores each reader's best span with the official SQuAD EM/F1; speed is the median of "
+                    "--repeats timed runs; the first reader is the baseline of the relative columns.")
+    p.add_argument("--reader", required=True, nargs="+", metavar="[NAME=]PATH",
+                   help="saved reader folders (Haystack, transformers or ONNX export); the first is the baseline")
+    p.add_argument("--squad", required=True, help="SQuAD-format file to evaluate on, e.g. dev-v1.1.json")
+    p.add_argument("--max-questions", type=positive_int, help="evaluate on the first N questions (default: all)")
+    p.add_argument("--repeats", type=positive_int, default=1, help="timed runs; questions/s is their median")
+    p.add_argument("--speed-questions", type=positive_int,
+                   help="time the repeats on only the first N questions, after one scoring pass (default: time "
+                        "the scoring runs)")
+    p.add_argument("--batch-size", type=positive_int, default=64, help="questions per predict_batch call")
+    p.add_argument("--max-seq-len", type=positive_int, default=256, help="tokens per window")
+    p.add_argument("--doc-stride", type=positive_int, default=128, help="overlap of a long context's windows")
+    p.add_argument("--max-query-length", type=positive_int, default=64, help="question tokens kept")
+    p.add_argument("--gpu", action="store_true", help="use a GPU if there is one")
+    p.add_argument("--output", metavar="FILE", help="also write the rows as JSON to FILE (atomically)")
+    p.set_defaults(func=_handler)

@@ -1,0 +1,152 @@
+"""``haystack-distill distil-tinybert``: TinyBERT's task distillation of a reader (intermediate layers, then the
+prediction layer) from the terminal, through :meth:`DistillationMixin.distil_tinybert_from`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any, Dict, Union
+
+from ..cli import fraction, positive_float, positive_int
+from .cli import check_model_path
+
+STAGE_FOLDERS = ("stage1_intermediate", "stage2_prediction")
+
+
+def layer_mapping(text: str) -> Union[str, Dict[int, int]]:
+    """argparse type: ``uniform``, ``last`` or ``student:teacher`` pairs like ``0:1,1:3`` (0-based layers)."""
+    if text in ("uniform", "last"):
+        return text
+    try:
+        pairs = (part.split(":") for part in text.split(",") if part.strip())
+        return {int(s): int(t) for s, t in pairs}
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"expected uniform, last or student:teacher pairs like 0:1,1:3, got {text!r}"
+                                         ) from err
+
+
+def check_inputs(args: argparse.Namespace) -> None:
+    """Fail on a missing model, folder or file and on an unsafe output folder before any model is loaded."""
+    from ..safety import check_output_dir
+    from .common import LEGACY_OUTPUT, RUN_MARKER
+
+    check_model_path("--teacher", args.teacher)
+    check_model_path("--student", args.student)
+    data = Path(args.data_dir).expanduser()
+    if not data.is_dir():
+        raise FileNotFoundError(f"--data-dir {args.data_dir}: no such folder; pass the folder of the SQuAD files.")
+    for flag in ("train_filename", "augmented_train_filename", "dev_filename"):
+        name = getattr(args, flag)
+        if name and not (data / name).is_file():
+            raise FileNotFoundError(f"--{flag.replace('_', '-')} {name}: no such file in --data-dir {args.data_dir}.")
+    folders = STAGE_FOLDERS[1:] if args.no_intermediate else STAGE_FOLDERS
+    for folder in folders:
+        check_output_dir(Path(args.save_dir) / folder, [args.teacher, args.student], marker=RUN_MARKER,
+                         legacy=LEGACY_OUTPUT)
+
+
+def stage_kwargs(args: argparse.Namespace) -> Dict[str, Dict[str, Any]]:
+    """Keyword arguments of the two stages (``intermediate`` and ``prediction``) from the flags."""
+    shared = dict(temperature=args.temperature, caching=args.caching, seed=args.seed, resume=args.resume,
+                  checkpoint_every=args.checkpoint_every, checkpoint_root_dir=Path(args.checkpoint_root_dir),
+                  show_progress=not args.quiet)
+    intermediate = dict(shared, batch_size=args.intermediate_batch_size, n_epochs=args.intermediate_epochs,
+                        learning_rate=args.intermediate_learning_rate, distillation_loss=args.intermediate_loss,
+                        distillation_loss_weight=args.intermediate_kd_weight, layer_mapping=args.layer_mapping,
+                        embedding_weight=args.embedding_weight, hidden_weight=args.hidden_weight,
+                        attention_weight=args.attention_weight, attention_loss=args.attention_loss)
+    prediction = dict(shared, batch_size=args.prediction_batch_size, n_epochs=args.prediction_epochs,
+                      learning_rate=args.prediction_learning_rate, distillation_loss=args.loss,
+                      distillation_loss_weight=args.weight, teacher_top_k=args.teacher_top_k,
+                      hard_loss_padding=args.hard_loss_padding, evaluate_every=args.evaluate_every)
+    return {"intermediate": intermediate, "prediction": prediction}
+
+
+def _handler(args: argparse.Namespace) -> int:
+    check_inputs(args)
+    from . import DistillableFARMReader
+
+    kw = dict(use_gpu=not args.cpu, max_seq_len=args.max_seq_len, doc_stride=args.doc_stride,
+              max_query_length=args.max_query_length, progress_bar=False)
+    teacher = DistillableFARMReader(args.teacher, **kw)
+    student = DistillableFARMReader(args.student, **kw)
+    stages = stage_kwargs(args)
+    metrics = student.distil_tinybert_from(
+        teacher, args.data_dir, args.train_filename, args.save_dir,
+        augmented_train_filename=args.augmented_train_filename, dev_filename=args.dev_filename,
+        intermediate=False if args.no_intermediate else stages["intermediate"], prediction=stages["prediction"],
+        prediction_on_augmented=not args.prediction_on_original)
+    print(json.dumps(metrics, indent=2, default=str))
+    return 0
+
+
+def _add_stage1(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("stage 1: intermediate layers (saved to SAVE_DIR/stage1_intermediate)")
+    g.add_argument("--no-intermediate", action="store_true", help="skip stage 1: prediction-layer KD only")
+    g.add_argument("--intermediate-epochs", type=positive_int, default=5, metavar="N", help="passes over the data")
+    g.add_argument("--intermediate-learning-rate", type=positive_float, default=5e-5, metavar="LR",
+                   help="AdamW peak learning rate")
+    g.add_argument("--intermediate-batch-size", type=positive_int, default=10, metavar="N", help="features per step")
+    g.add_argument("--layer-mapping", type=layer_mapping, default="uniform",
+                   help="student layer <- teacher layer: uniform (TinyBERT), last, or pairs like 0:1,1:3")
+    g.add_argument("--embedding-weight", type=float, default=1.0, help="weight of the embedding-output MSE")
+    g.add_argument("--hidden-weight", type=float, default=1.0, help="weight of the hidden-state MSE")
+    g.add_argument("--attention-weight", type=float, default=1.0, help="weight of the attention term")
+    g.add_argument("--attention-loss", default="scores", choices=["scores", "kl", "none"],
+                   help="scores: MSE of masked pre-softmax scores; kl: KL of attention distributions")
+    g.add_argument("--intermediate-loss", default="mse", choices=["kl_div", "mse", "soft_ce"],
+                   help="span-KD loss mixed into stage 1")
+    g.add_argument("--intermediate-kd-weight", type=fraction, default=0.5,
+                   help="share of the span KD in stage 1's loss (0: intermediate layers only)")
+
+
+def _add_stage2(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("stage 2: prediction layer (saved to SAVE_DIR/stage2_prediction)")
+    g.add_argument("--prediction-epochs", type=positive_int, default=2, metavar="N", help="passes over the data")
+    g.add_argument("--prediction-learning-rate", type=positive_float, default=3e-5, metavar="LR",
+                   help="AdamW peak learning rate")
+    g.add_argument("--prediction-batch-size", type=positive_int, default=10, metavar="N", help="features per step")
+    g.add_argument("--prediction-on-original", action="store_true",
+                   help="train stage 2 on --train-filename even when --augmented-train-filename is given")
+    g.add_argument("--loss", default="kl_div", choices=["kl_div", "mse", "soft_ce"], help="KD loss on start/end")
+    g.add_argument("--weight", type=fraction, default=0.5, help="distillation_loss_weight: share of the KD loss")
+    g.add_argument("--teacher-top-k", type=positive_int, help="cache only the teacher's k most likely start/end "
+                                                              "positions (default: all)")
+    g.add_argument("--hard-loss-padding", default="padded", choices=["padded", "max_seq_len", "batch"],
+                   help="padded: Haystack's exact hard loss; max_seq_len / batch: faster length-sorted slices")
+    g.add_argument("--evaluate-every", type=int, default=300, help="steps between dev evaluations (0: at the end)")
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``distil-tinybert`` sub-command."""
+    p = subparsers.add_parser(
+        "distil-tinybert", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        help="TinyBERT task distillation of a reader: intermediate layers, then the prediction layer",
+        description="TinyBERT's task distillation (distil_tinybert_from): stage 1 matches the teacher's embeddings, "
+                    "hidden states and attention (on the augmented file when given), stage 2 its start/end "
+                    "distributions. Start from a distil-general student for the best results.")
+    p.add_argument("--teacher", required=True, help="fine-tuned teacher reader (Haystack or transformers folder)")
+    p.add_argument("--student", required=True,
+                   help="student folder with the teacher's tokenizer, e.g. a distil-general output")
+    p.add_argument("--data-dir", required=True, help="folder of the SQuAD files")
+    p.add_argument("--train-filename", required=True, help="SQuAD training file in --data-dir")
+    p.add_argument("--augmented-train-filename", help="augmented training file in --data-dir (haystack-distill "
+                                                      "augment); used by stage 1 and, by default, stage 2")
+    p.add_argument("--dev-filename", help="SQuAD dev file in --data-dir: EM/F1 after stage 2")
+    p.add_argument("--save-dir", required=True, help="output folder; the stages write into sub-folders")
+    _add_stage1(p)
+    _add_stage2(p)
+    p.add_argument("--temperature", type=positive_float, default=1.0, help="KD temperature of both stages")
+    p.add_argument("--max-seq-len", type=positive_int, default=256, help="tokens per feature")
+    p.add_argument("--doc-stride", type=positive_int, default=128, help="overlap of a long context's windows")
+    p.add_argument("--max-query-length", type=positive_int, default=64, help="question tokens kept")
+    p.add_argument("--caching", action="store_true", help="keep the teacher's logits on disk for later runs")
+    p.add_argument("--checkpoint-root-dir", default="model_checkpoints",
+                   help="checkpoints go to its intermediate_layers / prediction_layer sub-folders")
+    p.add_argument("--checkpoint-every", type=positive_int, help="steps between checkpoints (default: none)")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run from its newest checkpoints")
+    p.add_argument("--seed", type=int, default=42, help="training seed")
+    p.add_argument("--cpu", action="store_true", help="never use a GPU")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_handler)
