@@ -99,11 +99,11 @@ def train_teacher(root: Path, data: Path, epochs: int = 20, lr: float = 3e-3, se
 def aligned_kl(teacher: Any, student: Any, paragraphs: List[Dict[str, Any]]) -> float:
     """KL(aligned teacher || student) at T=1 on the student's features of ``paragraphs`` (start/end averaged)."""
     from haystack_distill.losses import span_kd_loss
-    from haystack_distill.reader import common
+    from haystack_distill.reader import data
     from haystack_distill.reader.cross_tokenizer import aligned_rows
 
-    proc = common.build_processor(student, student.max_seq_len, student.doc_stride, student.max_query_length)
-    feats = common.featurize(proc, paragraphs)
+    proc = data.build_processor(student, student.max_seq_len, student.doc_stride, student.max_query_length)
+    feats = data.featurize(proc, paragraphs)
     rows = np.concatenate(list(aligned_rows(teacher, student, feats, paragraphs, 32, torch.device("cpu"), False)))
     with torch.no_grad():
         logits = student.inferencer.model.eval().forward(
@@ -375,14 +375,14 @@ def test_bad_alignment_fails_before_any_teacher_work(tiny_models, bpe_student_di
 
 def test_same_tokenizer_rows_equal_the_teachers_own_softmax(tiny_models, squad_dir):
     """With one tokenizer on both sides the alignment is the identity on every window, strided ones included."""
-    from haystack_distill.reader import DistillableFARMReader, common
+    from haystack_distill.reader import DistillableFARMReader, data
     from haystack_distill.reader.cross_tokenizer import aligned_rows
 
     kw = {**READER_KW, "max_seq_len": 48, "doc_stride": 8, "max_query_length": 12}
     teacher = DistillableFARMReader(str(tiny_models["teacher"]), **kw)
     student = DistillableFARMReader(str(tiny_models["student"]), **kw)
-    paragraphs = common.read_paragraphs(squad_dir / "dev.json")[:4]
-    feats = common.featurize(common.build_processor(student, 48, 8, 12), paragraphs)
+    paragraphs = data.read_paragraphs(squad_dir / "dev.json")[:4]
+    feats = data.featurize(data.build_processor(student, 48, 8, 12), paragraphs)
     assert (feats["passage_start_t"] > 0).sum() > len(feats["passage_start_t"]) / 2  # mostly strided windows
     rows = np.concatenate(list(aligned_rows(teacher, student, feats, paragraphs, 8, torch.device("cpu"), False)))
     with torch.no_grad():

@@ -31,11 +31,11 @@ def test_two_gloo_ranks_match_single_process(tiny_models, tiny_squad, tmp_path):
     # The result is compared as what the model computes: start/end probabilities over the context positions.
     # Single weights are not comparable: QA-head and attention biases shift all positions equally, so softmax
     # makes their true gradient exactly zero and Adam turns all-reduce summation-order noise into +-lr steps.
-    from haystack_distill.reader import DistillableFARMReader, common
+    from haystack_distill.reader import DistillableFARMReader, data
 
     kw = dict(use_gpu=False, max_seq_len=96, doc_stride=32, max_query_length=24, num_processes=0)
     one, two = (DistillableFARMReader(str(d / "rank0"), **kw) for d in (single, ddp))
-    feats = common.featurize(common.build_processor(one, 96, 32, 24), common.read_paragraphs(tiny_squad / "train.json"))
+    feats = data.featurize(data.build_processor(one, 96, 32, 24), data.read_paragraphs(tiny_squad / "train.json"))
     args = {k: feats[k][:32] for k in ("input_ids", "segment_ids", "padding_mask")}
     mask = feats["span_mask"][:32].bool().unsqueeze(-1)
     init = DistillableFARMReader(str(tiny_models["student"]), **kw)

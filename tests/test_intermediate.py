@@ -49,7 +49,7 @@ def test_smaller_student_distils_and_projections_train(pair, tiny_squad, tmp_pat
 
 
 def test_projection_weights_change_and_loss_falls_on_a_fixed_batch(pair, tiny_squad):
-    from haystack_distill.reader import common
+    from haystack_distill.reader import data
     from haystack_distill.reader.intermediate import build_intermediate_loss
     from haystack_distill.training import TrainConfig, build_optimizer, trainable_parameters
 
@@ -57,8 +57,8 @@ def test_projection_weights_change_and_loss_falls_on_a_fixed_batch(pair, tiny_sq
     student = make_student()
     loss_fn = build_intermediate_loss(student, teacher, "uniform", prediction_weight=0.0)
     assert loss_fn.mapping == {0: 1, 1: 3}
-    proc = common.build_processor(student, 96, 32, 24)
-    feats = common.featurize(proc, common.read_paragraphs(tiny_squad / "train.json"))
+    proc = data.build_processor(student, 96, 32, 24)
+    feats = data.featurize(proc, data.read_paragraphs(tiny_squad / "train.json"))
     batch = {k: v[:8] for k, v in feats.items()}
     named = trainable_parameters([student.inferencer.model, loss_fn])
     assert any(p is loss_fn.projections["layer_0"].weight for _, p in named)  # in the optimizer

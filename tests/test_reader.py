@@ -48,10 +48,10 @@ def test_import_does_not_patch_haystack():
 
 
 def _span_kl(student, teacher, squad_dir):
-    from haystack_distill.reader import common
+    from haystack_distill.reader import data
 
-    proc = common.build_processor(student, 96, 32, 24)
-    feats = common.featurize(proc, common.read_paragraphs(squad_dir / "train.json"))
+    proc = data.build_processor(student, 96, 32, 24)
+    feats = data.featurize(proc, data.read_paragraphs(squad_dir / "train.json"))
     with torch.no_grad():
         args = {k: feats[k] for k in ("input_ids", "segment_ids", "padding_mask")}
         s = student.inferencer.model.eval().forward(**args)[0]
@@ -114,11 +114,11 @@ def test_tokenizer_mismatch_fails_before_teacher_pass(readers, tmp_path, tiny_sq
 
 
 def test_teacher_cache_key_covers_doc_stride(readers, tiny_squad, tmp_path, monkeypatch):
-    from haystack_distill.reader import common
+    from haystack_distill.reader import targets
 
     teacher, make_student = readers
     calls = []
-    real = common.cached_outputs
+    real = targets.cached_outputs
 
     def counting(cache_dir, key, n_rows, row_shape, produce):
         def wrapped():
@@ -126,7 +126,7 @@ def test_teacher_cache_key_covers_doc_stride(readers, tiny_squad, tmp_path, monk
             yield from produce()
         return real(cache_dir, key, n_rows, row_shape, wrapped)
 
-    monkeypatch.setattr(common, "cached_outputs", counting)
+    monkeypatch.setattr(targets, "cached_outputs", counting)
     kw = dict(caching=True, cache_path=tmp_path / "cache", distillation_loss_weight=0.5, **FAST)
     for stride, out in ((32, "a"), (32, "b"), (16, "c")):
         make_student().distil_prediction_layer_from(teacher, str(tiny_squad), "train.json",
@@ -237,12 +237,12 @@ def test_distil_reader_cli(tiny_models, tiny_squad, tmp_path, capsys):
 
 
 def test_teacher_pass_on_cut_batches_matches_the_padded_forward(readers, tiny_squad, tmp_path):
-    from haystack_distill.reader import common
+    from haystack_distill.reader import data, targets
 
     teacher, _ = readers
-    proc = common.build_processor(teacher, 96, 32, 24)
-    feats = common.featurize(proc, common.read_paragraphs(tiny_squad / "train.json"))
-    cached = common.teacher_span_logits(teacher, feats, 5, torch.device("cpu"), tmp_path, {"test": 1})
+    proc = data.build_processor(teacher, 96, 32, 24)
+    feats = data.featurize(proc, data.read_paragraphs(tiny_squad / "train.json"))
+    cached = targets.teacher_span_logits(teacher, feats, 5, torch.device("cpu"), tmp_path, {"test": 1})
     with torch.no_grad():
         full = teacher.inferencer.model.eval().forward(
             **{k: feats[k] for k in ("input_ids", "segment_ids", "padding_mask")})[0]
@@ -255,14 +255,14 @@ def test_teacher_pass_on_cut_batches_matches_the_padded_forward(readers, tiny_sq
 def test_prediction_loss_ignores_how_wide_a_batch_is_computed(readers, tiny_squad):
     """KD (top-k cache, context mask) is the same on a batch padded to max_seq_len and on one cut to its longest
     row, so computing batches in cut slices leaves its gradient unchanged."""
-    from haystack_distill.reader import common
+    from haystack_distill.reader import data
     from haystack_distill.reader.prediction import PredictionLayerLoss
     from haystack_distill.sparse_logits import encode_top_k
 
     teacher, make = readers
     model = make().inferencer.model.eval()
-    feats = common.featurize(common.build_processor(teacher, 96, 32, 24),
-                             common.read_paragraphs(tiny_squad / "train.json"))
+    feats = data.featurize(data.build_processor(teacher, 96, 32, 24),
+                           data.read_paragraphs(tiny_squad / "train.json"))
     batch = {k: v[:6] for k, v in feats.items() if isinstance(v, torch.Tensor)}
     inputs = {k: batch[k] for k in ("input_ids", "segment_ids", "padding_mask")}
     with torch.no_grad():
@@ -270,7 +270,7 @@ def test_prediction_loss_ignores_how_wide_a_batch_is_computed(readers, tiny_squa
                                                batch["span_mask"], 8, 2.0)
     width = int(batch["padding_mask"].sum(1).max())
     assert width < 96
-    cut = {k: v[:, :width] if k in common.SEQUENCE_FEATURES else v for k, v in batch.items()}
+    cut = {k: v[:, :width] if k in data.SEQUENCE_FEATURES else v for k, v in batch.items()}
     kd = PredictionLayerLoss(model, 1.0, "kl_div", 2.0, "span", top_k=8)
     with torch.no_grad():
         torch.testing.assert_close(kd(cut), kd(batch), atol=1e-5, rtol=1e-5)
@@ -281,15 +281,15 @@ def test_prediction_loss_ignores_how_wide_a_batch_is_computed(readers, tiny_squa
 
 def test_hard_loss_padding_chooses_the_batch_layout(readers, tiny_squad, tmp_path, monkeypatch):
     """Default: whole batches at max_seq_len (Haystack's exact loss); the fast options compute slices."""
-    from haystack_distill.reader import prediction
+    from haystack_distill.reader import stage
 
     teacher, make_student = readers
-    seen, real = [], prediction.train
+    seen, real = [], stage.train
 
     def spy(model, features, loss_fn, config, **kw):
         seen.append((config.length_key, loss_fn.padded_length))
         return real(model, features, loss_fn, config, **kw)
-    monkeypatch.setattr(prediction, "train", spy)
+    monkeypatch.setattr(stage, "train", spy)
     for i, option in enumerate([{}, {"hard_loss_padding": "max_seq_len"}, {"hard_loss_padding": "batch"}]):
         make_student().distil_prediction_layer_from(teacher, str(tiny_squad), "train.json", **FAST,
                                                     save_dir=str(tmp_path / str(i)), **option)

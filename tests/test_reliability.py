@@ -155,14 +155,14 @@ def test_a_diverging_reader_run_raises_and_saves_nothing(reader_pair, tiny_squad
 
 
 def test_a_reader_with_non_finite_weights_is_never_saved(reader_pair, tmp_path):
-    from haystack_distill.reader import common
+    from haystack_distill.reader import output
 
     _, make_student, _ = reader_pair
     student = make_student()
     with torch.no_grad():
         next(student.inferencer.model.parameters()).view(-1)[0] = math.nan
     with pytest.raises(DivergenceError, match="non-finite weights"):
-        common.save_reader(student, tmp_path / "s", {})
+        output.save_reader(student, tmp_path / "s", {})
     assert not (tmp_path / "s").exists()
 
 
@@ -242,16 +242,19 @@ def test_the_embeddings_loop_stops_at_a_nan_loss(tmp_path, monkeypatch):
 
 # -- 3. teacher key --------------------------------------------------------------------------------------------
 def test_teacher_key_is_stable_across_loads_of_a_plain_transformers_folder(tiny_models, tiny_squad):
-    from haystack_distill.reader import DistillableFARMReader, common
+    from haystack_distill.reader import DistillableFARMReader
+    from haystack_distill.reader.data import SequenceSettings
+    from haystack_distill.reader.targets import teacher_key
 
+    settings = SequenceSettings(96, 32, 24)
     loads = [DistillableFARMReader(str(tiny_models["teacher"]), **READER_KW) for _ in range(2)]
     poolers = [r.inferencer.model.language_model.model.pooler.dense.weight for r in loads]
     assert not torch.equal(*poolers)  # Haystack re-initialises the unused pooler on each load ...
-    keys = [common.teacher_key(r, r, tiny_squad / "train.json", 96, 32, 24) for r in loads]
+    keys = [teacher_key(r, r, tiny_squad / "train.json", settings) for r in loads]
     assert keys[0] == keys[1]  # ... which the fingerprint ignores
     with torch.no_grad():
         loads[1].inferencer.model.prediction_heads[0].feed_forward.feed_forward[0].weight[0, 0] += 1e-3
-    assert common.teacher_key(loads[1], loads[1], tiny_squad / "train.json", 96, 32, 24) != keys[0]
+    assert teacher_key(loads[1], loads[1], tiny_squad / "train.json", settings) != keys[0]
 
 
 # -- 4. caches and checkpoints ---------------------------------------------------------------------------------

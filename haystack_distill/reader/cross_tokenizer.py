@@ -31,7 +31,6 @@ Rows are computed once and cached fp16 on disk like the same-tokenizer path
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Sequence, Tuple
@@ -40,11 +39,11 @@ import numpy as np
 import torch
 
 from ..alignment import LOG_ZERO, align_span_probs, log_probs
-from .common import cached_outputs_all_ranks
+from .config import ALIGNMENTS
+from .targets import cached_targets
 
 logger = logging.getLogger(__name__)
 
-ALIGNMENTS = ("offsets",)
 #: Bump when the way rows are computed changes, so old caches are not reused.
 ALIGNMENT_VERSION = 1
 
@@ -293,8 +292,4 @@ def aligned_teacher_logits(teacher: Any, student: Any, features: Dict[str, torch
     def produce() -> Iterator[np.ndarray]:
         return aligned_rows(teacher, student, features, paragraphs, batch_size, device)
 
-    started = time.perf_counter()
-    out = cached_outputs_all_ranks(cache_dir, full_key, n_rows, (seq_len, 2), produce)
-    logger.info("aligned teacher targets ready in %.1f s (%.1f MB fp16 on disk)", time.perf_counter() - started,
-                out.nbytes / 2**20)
-    return out
+    return cached_targets(cache_dir, full_key, n_rows, (seq_len, 2), produce, "aligned teacher targets")

@@ -21,30 +21,22 @@ any layer counts, widths and head counts work; ``distillation_loss``, ``distilla
 from __future__ import annotations
 
 import logging
-import time
 from pathlib import Path
-from typing import Any, Dict, Optional, Union
+from typing import Any, Callable, Dict, Optional
 
 import torch
 from torch import Tensor, nn
 
 from ..attention import AttentionScores
 from ..layers import LayerMapping, count_layers, resolve_layer_mapping
-from ..losses import (
-    DistillationLoss,
-    attention_kl,
-    attention_score_mse,
-    hidden_projections,
-    layerwise_hidden_mse,
-    span_kd_loss,
-)
-from ..teacher_cache import fingerprint_file
-from ..training import TrainConfig, config_fields, ensure_distributed, is_main_process, train
-from . import common
-from .prediction import finish, kd_valid_mask
+from ..losses import DistillationLoss, SpanKDLoss, get_loss, hidden_projections, layerwise_hidden_mse
+from ..training import is_main_process
+from .config import ATTENTION_LOSSES, IntermediateLayerConfig
+from .data import StageInputs, kd_valid_mask
+from .stage import Loss, ReaderStage, check_pair
+from .targets import teacher_fingerprint
 
 logger = logging.getLogger(__name__)
-ATTENTION_LOSSES = ("scores", "kl", "none")
 
 
 def _hf(model: Any) -> nn.Module:
@@ -66,7 +58,9 @@ class IntermediateLayerLoss(nn.Module):
         self.projections = hidden_projections(d_s, d_t, list(self.mapping))
         self.weights = {"embeddings": embedding_weight, "hidden": hidden_weight, "attention": attention_weight}
         self.attention_loss, self.prediction_weight = attention_loss, prediction_weight
-        self.prediction_loss, self.temperature, self.kd_mask = prediction_loss, temperature, kd_mask
+        self.attention = None if attention_loss == "none" else get_loss("attention", attention_loss, "attention_loss")
+        self.kd = SpanKDLoss(prediction_loss, temperature)
+        self.temperature, self.kd_mask = temperature, kd_mask
         self.teacher_batch_size = teacher_batch_size
         self.last_terms: Dict[str, float] = {}
 
@@ -107,16 +101,13 @@ class IntermediateLayerLoss(nn.Module):
         mask = batch["padding_mask"]
         embeddings, hidden = layerwise_hidden_mse(s_hidden, t_hidden, self.mapping, self.projections, mask)
         terms = {"embeddings": embeddings, "hidden": hidden}
-        if self.attention_loss == "scores":
-            terms["attention"] = sum(attention_score_mse(s_attn[s], t_attn[t], mask) for s, t in self.mapping.items())
-        elif self.attention_loss == "kl":
-            terms["attention"] = sum(attention_kl(s_attn[s], t_attn[t], mask, self.temperature)
+        if self.attention is not None:
+            terms["attention"] = sum(self.attention(s_attn[s], t_attn[t], self.temperature, mask)
                                      for s, t in self.mapping.items())
         inter = sum(self.weights[name] * value for name, value in terms.items())
         total = (1 - self.prediction_weight) * inter
         if self.prediction_weight > 0:
-            kd = span_kd_loss(s_logits, t_logits.to(s_logits.dtype), kd_valid_mask(batch, self.kd_mask),
-                              self.prediction_loss, self.temperature)
+            kd = self.kd(s_logits, t_logits, kd_valid_mask(batch, self.kd_mask))
             total = total + self.prediction_weight * kd
             terms["prediction"] = kd
         self.last_terms = {k: float(v.detach()) for k, v in terms.items()}
@@ -155,73 +146,51 @@ def save_projections(loss: IntermediateLayerLoss, save_dir: Path) -> None:
     tmp.replace(save_dir / "projections.safetensors")
 
 
-def distil_intermediate_layers(student: Any, teacher: Any, *, data_dir: str, train_filename: str,
-                               dev_filename: Optional[str], test_filename: Optional[str], use_gpu: Optional[bool],
-                               devices: Any, batch_size: int, teacher_batch_size: Optional[int], n_epochs: int,
-                               learning_rate: float, max_seq_len: Optional[int], warmup_proportion: float,
-                               dev_split: float, evaluate_every: int, save_dir: Optional[str], use_amp: bool,
-                               checkpoint_root_dir: Path, checkpoint_every: Optional[int], checkpoints_to_keep: int,
-                               caching: bool, cache_path: Path, distillation_loss: DistillationLoss,
-                               distillation_loss_weight: float,
-                               temperature: float, processor: Any, grad_acc_steps: int, early_stopping: Any,
-                               seed: int = 42, layer_mapping: LayerMapping = "uniform",
-                               embedding_weight: float = 1.0, hidden_weight: float = 1.0,
-                               attention_weight: float = 1.0, attention_loss: str = "scores",
-                               kd_mask: str = "span", resume: Union[bool, str] = False,
-                               doc_stride: Optional[int] = None, max_query_length: Optional[int] = None,
-                               show_progress: bool = True, group_by_length: bool = False) -> Dict[str, Any]:
+class IntermediateStage(ReaderStage):
+    """The teacher runs online in every step (no cached targets); the loss owns the trained projections."""
+
+    name = "intermediate_layers"
+    save_suffix = "_tinybert_stage_1"
+    config: IntermediateLayerConfig
+
+    def check(self, inputs: StageInputs) -> None:
+        c = self.config
+        check_pair(self.teacher, self.student, inputs.settings.max_seq_len)
+        for role, reader in (("teacher", self.teacher), ("student", self.student)):
+            check_attention_support(reader.inferencer.model, c.attention_loss, role)
+        # built here, before any data work, so a bad layer_mapping fails early
+        self.loss_fn = build_intermediate_loss(
+            self.student, self.teacher, c.layer_mapping, embedding_weight=c.embedding_weight,
+            hidden_weight=c.hidden_weight, attention_weight=c.attention_weight, attention_loss=c.attention_loss,
+            prediction_weight=c.distillation_loss_weight, prediction_loss=c.distillation_loss,
+            temperature=c.temperature, kd_mask=c.kd_mask, teacher_batch_size=c.teacher_batch_size)
+        logger.info("layer mapping %s; projections %s", self.loss_fn.mapping,
+                    list(self.loss_fn.projections) or "none (same width)")
+
+    def loss(self, inputs: StageInputs, device: torch.device) -> Loss:
+        self.teacher.inferencer.model.to(device)
+        return self.loss_fn.to(device)
+
+    def run_fields(self, inputs: StageInputs, loss_fn: Loss) -> Dict[str, Any]:
+        c = self.config
+        return {"mapping": self.loss_fn.mapping, "attention_loss": c.attention_loss,
+                "weights": [c.embedding_weight, c.hidden_weight, c.attention_weight],
+                "prediction": [str(c.distillation_loss), c.distillation_loss_weight, c.temperature],
+                "teacher": teacher_fingerprint(self.teacher)}
+
+    def extra_modules(self, loss_fn: Loss) -> Optional[nn.Module]:
+        return self.loss_fn
+
+    def extra_metrics(self, loss_fn: Loss) -> Dict[str, Any]:
+        return {f"last_{k}": v for k, v in self.loss_fn.last_terms.items()}
+
+    def save_extra(self, loss_fn: Loss) -> Optional[Callable[[Path], None]]:
+        return lambda folder: save_projections(self.loss_fn, folder)
+
+
+def distil_intermediate_layers(student: Any, teacher: Any, config: IntermediateLayerConfig) -> Dict[str, Any]:
     """Run the stage (joining torch.distributed first when launched by torchrun).
 
-    See :meth:`DistillationMixin.distil_intermediate_layers_from` for the arguments.
+    See :meth:`DistillationMixin.distil_intermediate_layers_from` for the settings.
     """
-    ensure_distributed()
-    common.validate_hyperparameters(temperature, distillation_loss_weight, distillation_loss, batch_size, n_epochs,
-                                    grad_acc_steps, kd_mask, learning_rate)
-    train_path, dev_path, test_path, save_path, settings = common.stage_inputs(
-        student, data_dir, train_filename, dev_filename, test_filename, save_dir, "_tinybert_stage_1", max_seq_len,
-        doc_stride, max_query_length, teacher)
-    max_seq_len, doc_stride, max_query_length = settings
-    common.check_pair(teacher, student, max_seq_len)
-    for role, reader in (("teacher", teacher), ("student", student)):
-        check_attention_support(reader.inferencer.model, attention_loss, role)
-    loss_fn = build_intermediate_loss(
-        student, teacher, layer_mapping, embedding_weight=embedding_weight, hidden_weight=hidden_weight,
-        attention_weight=attention_weight, attention_loss=attention_loss, prediction_weight=distillation_loss_weight,
-        prediction_loss=distillation_loss, temperature=temperature, kd_mask=kd_mask,
-        teacher_batch_size=teacher_batch_size)
-    device = common.resolve_device(use_gpu, devices)
-
-    train_paras, dev_paras, features = common.training_data(student, train_path, dev_path, dev_split, seed, processor,
-                                                            settings, data_dir, caching, cache_path)
-    logger.info("%d training features; layer mapping %s; projections %s", len(features["input_ids"]),
-                loss_fn.mapping, list(loss_fn.projections) or "none (same width)")
-
-    model = student.inferencer.model.to(device)
-    teacher.inferencer.model.to(device)
-    loss_fn.to(device)
-    common.freeze_confidence_temperature(model)
-    config = TrainConfig(
-        n_epochs=n_epochs, batch_size=batch_size, learning_rate=learning_rate, warmup_proportion=warmup_proportion,
-        grad_acc_steps=grad_acc_steps, seed=seed, use_amp=use_amp, device=str(device),
-        evaluate_every=evaluate_every if dev_paras else 0,
-        checkpoint_dir=str(Path(checkpoint_root_dir) / "intermediate_layers"), checkpoint_every=checkpoint_every,
-        checkpoints_to_keep=checkpoints_to_keep, resume=resume, show_progress=show_progress,
-        **common.batching(group_by_length))
-    config.run_fields = {
-        **config_fields(config), "stage": "intermediate_layers", "mapping": loss_fn.mapping,
-        "attention_loss": attention_loss, "weights": [embedding_weight, hidden_weight, attention_weight],
-        "prediction": [str(distillation_loss), distillation_loss_weight, temperature],
-        "teacher": common.teacher_key(teacher, student, train_path, max_seq_len, doc_stride,
-                                      max_query_length)["teacher_weights"],
-        "train_file": fingerprint_file(train_path),
-        "n_features": len(features["input_ids"])}
-    started = time.perf_counter()
-    result = train(model, features, loss_fn, config, extra_modules=loss_fn,
-                   eval_fn=common.make_eval_fn(student, dev_paras), early_stopping=early_stopping)
-    timings = {"train_seconds": time.perf_counter() - started}
-    metrics = finish(student, save_path, result, {**timings, **{f"last_{k}": v for k, v in
-                                                                 loss_fn.last_terms.items()}},
-                     dev_paras, test_path, {"stage": "intermediate_layers",
-                                            **{k: str(v) for k, v in config.run_fields.items()}},
-                     extra=lambda folder: save_projections(loss_fn, folder))
-    return metrics
+    return IntermediateStage(student, teacher, config).run()

@@ -21,6 +21,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Union
 
+from .config import IntermediateLayerConfig, PredictionLayerConfig
 from .intermediate import distil_intermediate_layers
 from .prediction import distil_prediction_layer
 
@@ -116,14 +117,15 @@ class DistillationMixin:
                 the cache shrinks from ``8 * max_seq_len`` to ``4 * (2k + 1)`` bytes per feature. For
                 ``"kl_div"``/``"soft_ce"``; see :mod:`haystack_distill.sparse_logits`.
             group_by_length: draw each batch from one 32-token length bucket (a little faster); needs
-                ``hard_loss_padding`` ``"max_seq_len"`` or ``"batch"``. Off by default: batches stay random.
+                ``hard_loss_padding`` ``"slices"`` or ``"batch"``. Off by default: batches stay random.
             hard_loss_padding: Haystack's hard QA loss takes its softmax over padding positions too, and Haystack
                 pads every batch to ``max_seq_len``. ``"padded"`` (default) computes batches that way, so the loss
                 is exactly Haystack's; it trained the best students in our benchmark (BENCHMARKS.md). The faster
                 options compute each random batch in 4 length-sorted slices cut to their longest feature (about
-                1.5x faster steps): ``"max_seq_len"`` estimates the padding's share of the loss from the padding
+                1.5x faster steps): ``"slices"`` estimates the padding's share of the loss from the padding
                 a slice holds (:func:`haystack_distill.losses.span_cross_entropy`), ``"batch"`` uses the positions
-                each slice happens to hold. KD and all other terms are unchanged by slicing.
+                each slice happens to hold. KD and all other terms are unchanged by slicing. ``"max_seq_len"``,
+                the old name of ``"slices"``, still works (with a FutureWarning).
 
         Returns:
             dict with ``loss``, ``global_step``, ``teacher_seconds``, ``train_seconds``, ``save_dir`` and, given
@@ -132,20 +134,7 @@ class DistillationMixin:
         if teacher_model is None:
             raise ValueError("teacher_model is None: pass the fine-tuned teacher FARMReader. To fine-tune on the "
                              "labels alone, call train_reader(...) instead.")
-        return distil_prediction_layer(
-            self, teacher_model, data_dir=data_dir, train_filename=train_filename, dev_filename=dev_filename,
-            test_filename=test_filename, use_gpu=use_gpu, devices=devices, batch_size=batch_size,
-            teacher_batch_size=teacher_batch_size, n_epochs=n_epochs, learning_rate=learning_rate,
-            max_seq_len=max_seq_len, warmup_proportion=warmup_proportion, dev_split=dev_split,
-            evaluate_every=evaluate_every, save_dir=save_dir, use_amp=use_amp,
-            checkpoint_root_dir=checkpoint_root_dir, checkpoint_every=checkpoint_every,
-            checkpoints_to_keep=checkpoints_to_keep, caching=caching, cache_path=cache_path,
-            distillation_loss_weight=distillation_loss_weight, distillation_loss=distillation_loss,
-            temperature=temperature, processor=processor, grad_acc_steps=grad_acc_steps,
-            early_stopping=early_stopping, seed=seed, kd_mask=kd_mask, resume=resume, doc_stride=doc_stride,
-            max_query_length=max_query_length, show_progress=show_progress, tokenizer_alignment=tokenizer_alignment,
-            teacher_top_k=teacher_top_k, group_by_length=group_by_length, hard_loss_padding=hard_loss_padding,
-        )
+        return distil_prediction_layer(self, teacher_model, PredictionLayerConfig.from_arguments(locals()))
 
     def distil_intermediate_layers_from(
         self,
@@ -214,21 +203,7 @@ class DistillationMixin:
 
         Returns the same metrics dict as :meth:`distil_prediction_layer_from`, plus the last value of each term.
         """
-        return distil_intermediate_layers(
-            self, teacher_model, data_dir=data_dir, train_filename=train_filename, dev_filename=dev_filename,
-            test_filename=test_filename, use_gpu=use_gpu, devices=devices, batch_size=batch_size,
-            teacher_batch_size=teacher_batch_size, n_epochs=n_epochs, learning_rate=learning_rate,
-            max_seq_len=max_seq_len, warmup_proportion=warmup_proportion, dev_split=dev_split,
-            evaluate_every=evaluate_every, save_dir=save_dir, use_amp=use_amp,
-            checkpoint_root_dir=checkpoint_root_dir, checkpoint_every=checkpoint_every,
-            checkpoints_to_keep=checkpoints_to_keep, caching=caching, cache_path=cache_path,
-            distillation_loss=distillation_loss, distillation_loss_weight=distillation_loss_weight,
-            temperature=temperature, processor=processor, grad_acc_steps=grad_acc_steps,
-            early_stopping=early_stopping, seed=seed, layer_mapping=layer_mapping,
-            embedding_weight=embedding_weight, hidden_weight=hidden_weight, attention_weight=attention_weight,
-            attention_loss=attention_loss, kd_mask=kd_mask, resume=resume, doc_stride=doc_stride,
-            max_query_length=max_query_length, show_progress=show_progress, group_by_length=group_by_length,
-        )
+        return distil_intermediate_layers(self, teacher_model, IntermediateLayerConfig.from_arguments(locals()))
 
     def distil_tinybert_from(self, teacher_model: Any, data_dir: str, train_filename: str, save_dir: str, *,
                              augmented_train_filename: Optional[str] = None, dev_filename: Optional[str] = None,
@@ -269,16 +244,11 @@ class DistillationMixin:
                      batch_size: int = 10, n_epochs: int = 2, learning_rate: float = 1e-5,
                      save_dir: Optional[str] = None, seed: int = 42, **kwargs: Any) -> Dict[str, Any]:
         """Plain fine-tuning (no teacher) through the same loop, e.g. to build a teacher or a no-KD baseline."""
-        defaults = dict(test_filename=None, use_gpu=None, devices=None, teacher_batch_size=None, max_seq_len=None,
-                        warmup_proportion=0.2, dev_split=0, evaluate_every=300, use_amp=False,
-                        checkpoint_root_dir=Path("model_checkpoints"), checkpoint_every=None, checkpoints_to_keep=3,
-                        caching=False, cache_path=Path("cache/data_silo"), distillation_loss_weight=0.0,
-                        distillation_loss="kl_div", temperature=1.0, processor=None, grad_acc_steps=1,
-                        early_stopping=None)
-        return distil_prediction_layer(
-            self, None, data_dir=data_dir, train_filename=train_filename, dev_filename=dev_filename,
-            batch_size=batch_size, n_epochs=n_epochs, learning_rate=learning_rate, save_dir=save_dir, seed=seed,
-            **{**defaults, **kwargs})
+        config = PredictionLayerConfig(**{"distillation_loss_weight": 0.0, **kwargs}, data_dir=data_dir,
+                                       train_filename=train_filename, dev_filename=dev_filename,
+                                       batch_size=batch_size, n_epochs=n_epochs, learning_rate=learning_rate,
+                                       save_dir=save_dir, seed=seed)
+        return distil_prediction_layer(self, None, config)
 
 
 def _farm_reader_class() -> type:

@@ -12,40 +12,23 @@ does, because the hard QA loss's softmax covers the padding and that trained bet
 
 from __future__ import annotations
 
-import logging
-import tempfile
-import time
 from pathlib import Path
-from typing import Any, Dict, Optional, Union
+from typing import Any, Dict, Optional
 
+import torch
 from torch import Tensor
 
-from ..losses import DistillationLoss, combine_losses, span_cross_entropy, span_kd_loss
+from ..losses import DistillationLoss, SpanKDLoss, combine_losses, span_cross_entropy
 from ..sparse_logits import decode_top_k, validate_top_k
-from ..teacher_cache import fingerprint_file
-from ..training import TrainConfig, config_fields, ensure_distributed, train, world
-from . import common
+from ..training import world
+from .config import PredictionLayerConfig
+from .data import StageData, StageInputs, batching, kd_valid_mask
+from .stage import Loss, ReaderStage, check_pair, check_reader_vocab
+from .targets import TeacherTargetSpec, teacher_key, teacher_span_logits
 
-logger = logging.getLogger(__name__)
-
-
-def kd_valid_mask(batch: Dict[str, Tensor], kd_mask: str) -> Optional[Tensor]:
-    """Positions allowed in the KD softmax: ``span`` (context + no-answer), ``padding`` (all real tokens), ``none``."""
-    if kd_mask == "span":
-        return batch["span_mask"].bool()
-    if kd_mask == "padding":
-        return batch["padding_mask"].bool()
-    return None
-
-
-class KDMask:
-    """``batch -> [B, S]`` KD positions for one ``kd_mask`` setting (picklable, named for the cache key)."""
-
-    def __init__(self, mask: str) -> None:
-        self.mask = mask
-
-    def __call__(self, batch: Dict[str, Tensor]) -> Optional[Tensor]:
-        return kd_valid_mask(batch, self.mask)
+#: How ``hard_loss_padding`` is recorded in the run identity: under the name runs had before ``"slices"``, so
+#: their checkpoints resume and their records compare.
+RECORDED_PADDING = {"slices": "max_seq_len"}
 
 
 class PredictionLayerLoss:
@@ -58,7 +41,8 @@ class PredictionLayerLoss:
 
     def __init__(self, model: Any, weight: float, loss: DistillationLoss, temperature: float, kd_mask: str,
                  top_k: Optional[int] = None, padded_length: Optional[int] = None) -> None:
-        self.model, self.weight, self.loss, self.temperature, self.kd_mask = model, weight, loss, temperature, kd_mask
+        self.model, self.weight, self.kd_mask = model, weight, kd_mask
+        self.kd = SpanKDLoss(loss, temperature)
         self.top_k, self.padded_length = top_k, padded_length
 
     def __call__(self, batch: Dict[str, Tensor]) -> Tensor:
@@ -70,23 +54,7 @@ class PredictionLayerLoss:
         teacher = batch["teacher_logits"]
         if self.top_k is not None:
             teacher = decode_top_k(teacher, logits.shape[1])
-        teacher = teacher.to(logits.dtype)
-        kd = span_kd_loss(logits, teacher, kd_valid_mask(batch, self.kd_mask), self.loss, self.temperature)
-        return combine_losses(hard, kd, self.weight)
-
-
-HARD_LOSS_PADDING = ("padded", "max_seq_len", "batch")
-
-
-def check_hard_loss_padding(hard_loss_padding: str, group_by_length: bool) -> None:
-    """Refuse an unknown ``hard_loss_padding``, or length grouping with whole padded batches."""
-    if hard_loss_padding not in HARD_LOSS_PADDING:
-        raise ValueError(f"hard_loss_padding={hard_loss_padding!r}: use 'padded' (batches computed at max_seq_len, "
-                         f"Haystack's exact loss), 'max_seq_len' (length-sorted slices, the padding's share of "
-                         f"the loss estimated) or 'batch' (slices, the positions each slice holds).")
-    if hard_loss_padding == "padded" and group_by_length:
-        raise ValueError("group_by_length=True needs batches computed in slices; with it, pass "
-                         "hard_loss_padding='max_seq_len' (or 'batch').")
+        return combine_losses(hard, self.kd(logits, teacher, kd_valid_mask(batch, self.kd_mask)), self.weight)
 
 
 def check_top_k(k: int, max_seq_len: int, loss: Any, tokenizer_alignment: Optional[str]) -> None:
@@ -99,107 +67,70 @@ def check_top_k(k: int, max_seq_len: int, loss: Any, tokenizer_alignment: Option
         raise ValueError("teacher_top_k cannot be combined with tokenizer_alignment yet; use teacher_top_k=None.")
 
 
-def distil_prediction_layer(student: Any, teacher: Optional[Any], *, data_dir: str, train_filename: str,
-                            dev_filename: Optional[str], test_filename: Optional[str], use_gpu: Optional[bool],
-                            devices: Any, batch_size: int, teacher_batch_size: Optional[int], n_epochs: int,
-                            learning_rate: float, max_seq_len: Optional[int], warmup_proportion: float,
-                            dev_split: float, evaluate_every: int, save_dir: Optional[str], use_amp: bool,
-                            checkpoint_root_dir: Path, checkpoint_every: Optional[int], checkpoints_to_keep: int,
-                            caching: bool, cache_path: Path, distillation_loss_weight: float,
-                            distillation_loss: DistillationLoss, temperature: float, processor: Any,
-                            grad_acc_steps: int, early_stopping: Any, seed: int = 42, kd_mask: str = "span",
-                            resume: Union[bool, str] = False, doc_stride: Optional[int] = None,
-                            max_query_length: Optional[int] = None, show_progress: bool = True,
-                            tokenizer_alignment: Optional[str] = None,
-                            teacher_top_k: Optional[int] = None, group_by_length: bool = False,
-                            hard_loss_padding: str = "padded") -> Dict[str, Any]:
-    """Run the stage (joining torch.distributed first when launched by torchrun).
+class PredictionStage(ReaderStage):
+    """Teacher targets cached once (dense, top-k or aligned to the student's tokens); KD + Haystack's hard loss.
+    Without a teacher: plain fine-tuning on the labels (``train_reader``)."""
 
-    See :meth:`DistillationMixin.distil_prediction_layer_from` for the arguments.
-    """
-    fine_tune_only = teacher is None
-    check_hard_loss_padding(hard_loss_padding, group_by_length)
-    ensure_distributed()
-    common.validate_hyperparameters(temperature, distillation_loss_weight, distillation_loss, batch_size, n_epochs,
-                                    grad_acc_steps, kd_mask, learning_rate)
-    train_path, dev_path, test_path, save_path, settings = common.stage_inputs(
-        student, data_dir, train_filename, dev_filename, test_filename, save_dir, "", max_seq_len, doc_stride,
-        max_query_length, teacher)
-    max_seq_len, doc_stride, max_query_length = settings
-    padded_length = max_seq_len if hard_loss_padding == "max_seq_len" else None
-    if teacher_top_k is not None and not fine_tune_only:
-        check_top_k(teacher_top_k, max_seq_len, distillation_loss, tokenizer_alignment)
-    common.check_reader_vocab(student, "student")
-    if not fine_tune_only and tokenizer_alignment is None:
-        common.check_pair(teacher, student, max_seq_len)
-    elif not fine_tune_only:
-        from .cross_tokenizer import check_alignable
+    name = "prediction_layer"
+    config: PredictionLayerConfig
 
-        check_alignable(teacher, student, tokenizer_alignment, distillation_loss)
-    device = common.resolve_device(use_gpu, devices)
+    @property
+    def top_k(self) -> Optional[int]:
+        """The top-k cache size, None for dense targets or without a teacher."""
+        return None if self.teacher is None else self.config.teacher_top_k
 
-    train_paras, dev_paras, features = common.training_data(student, train_path, dev_path, dev_split, seed, processor,
-                                                            settings, data_dir, caching, cache_path)
-    logger.info("%d training features from %d paragraphs", len(features["input_ids"]), len(train_paras))
+    def check(self, inputs: StageInputs) -> None:
+        c, max_seq_len = self.config, inputs.settings.max_seq_len
+        if self.top_k is not None:
+            check_top_k(self.top_k, max_seq_len, c.distillation_loss, c.tokenizer_alignment)
+        check_reader_vocab(self.student, "student")
+        if self.teacher is not None and c.tokenizer_alignment is None:
+            check_pair(self.teacher, self.student, max_seq_len)
+        elif self.teacher is not None:
+            from .cross_tokenizer import check_alignable
 
-    timings: Dict[str, float] = {}
-    with tempfile.TemporaryDirectory(prefix="teacher-cache-") as scratch:
-        if not fine_tune_only:
-            started = time.perf_counter()
-            key = common.teacher_key(teacher, student, train_path, max_seq_len, doc_stride, max_query_length,
-                                     {"dev_split": dev_split, "seed": seed if dev_split else None})
-            shared = caching or world()[1] > 1  # under torchrun the ranks share one cache folder
-            cache_dir = Path(cache_path) / "teacher_outputs" if shared else Path(scratch)
-            if tokenizer_alignment is None:
-                top_k = None if teacher_top_k is None else (teacher_top_k, temperature, KDMask(kd_mask))
-                features["teacher_logits"] = common.teacher_span_logits(
-                    teacher, features, teacher_batch_size or batch_size, device, cache_dir, key, use_amp, top_k)
-            else:
-                from .cross_tokenizer import aligned_teacher_logits
+            check_alignable(self.teacher, self.student, c.tokenizer_alignment, c.distillation_loss)
 
-                features["teacher_logits"] = aligned_teacher_logits(
-                    teacher, student, features, train_paras, teacher_batch_size or batch_size, device, cache_dir,
-                    {**key, "alignment": tokenizer_alignment})
-            timings["teacher_seconds"] = time.perf_counter() - started
-        model = student.inferencer.model.to(device)
-        common.freeze_confidence_temperature(model)
-        config = TrainConfig(
-            n_epochs=n_epochs, batch_size=batch_size, learning_rate=learning_rate,
-            warmup_proportion=warmup_proportion, grad_acc_steps=grad_acc_steps, seed=seed, use_amp=use_amp,
-            device=str(device), evaluate_every=evaluate_every if dev_paras else 0,
-            checkpoint_dir=str(Path(checkpoint_root_dir) / "prediction_layer"), checkpoint_every=checkpoint_every,
-            checkpoints_to_keep=checkpoints_to_keep, resume=resume, show_progress=show_progress,
-            **common.batching(group_by_length, () if teacher_top_k and not fine_tune_only else ("teacher_logits",),
-                              cut=hard_loss_padding != "padded"))
-        config.run_fields = {**config_fields(config), "stage": "prediction_layer", "loss": str(distillation_loss),
-                             "temperature": temperature, "weight": distillation_loss_weight, "kd_mask": kd_mask,
-                             "teacher_top_k": teacher_top_k, "hard_loss_padding": hard_loss_padding,
-                             "train_file": fingerprint_file(train_path),  # its content: an edited file differs
-                             "n_features": len(features["input_ids"])}
-        loss_fn = PredictionLayerLoss(model, 0.0 if fine_tune_only else distillation_loss_weight,
-                                      distillation_loss, temperature, kd_mask,
-                                      None if fine_tune_only else teacher_top_k, padded_length)
-        started = time.perf_counter()
-        result = train(model, features, loss_fn, config, eval_fn=common.make_eval_fn(student, dev_paras),
-                       early_stopping=early_stopping)
-        timings["train_seconds"] = time.perf_counter() - started
-    return finish(student, save_path, result, timings, dev_paras, test_path,
-                  {"stage": "prediction_layer", "world_size": world()[1],
-                   **{k: str(v) for k, v in config.run_fields.items()}})
+    def teacher_targets(self, data: StageData, inputs: StageInputs, device: torch.device, scratch: Path) -> bool:
+        if self.teacher is None:
+            return False
+        c = self.config
+        key = teacher_key(self.teacher, self.student, inputs.train, inputs.settings,
+                          {"dev_split": c.dev_split, "seed": c.seed if c.dev_split else None})
+        shared = c.caching or world()[1] > 1  # under torchrun the ranks share one cache folder
+        cache_dir = Path(c.cache_path) / "teacher_outputs" if shared else scratch
+        batch_size = c.teacher_batch_size or c.batch_size
+        if c.tokenizer_alignment is None:
+            spec = TeacherTargetSpec(self.top_k, c.temperature, c.kd_mask)
+            data.features["teacher_logits"] = teacher_span_logits(
+                self.teacher, data.features, batch_size, device, cache_dir, key, c.use_amp, spec)
+        else:
+            from .cross_tokenizer import aligned_teacher_logits
+
+            data.features["teacher_logits"] = aligned_teacher_logits(
+                self.teacher, self.student, data.features, data.train, batch_size, device, cache_dir,
+                {**key, "alignment": c.tokenizer_alignment})
+        return True
+
+    def loss(self, inputs: StageInputs, device: torch.device) -> Loss:
+        c = self.config
+        padded_length = inputs.settings.max_seq_len if c.hard_loss_padding == "slices" else None
+        return PredictionLayerLoss(self.student.inferencer.model, 0.0 if self.teacher is None else
+                                   c.distillation_loss_weight, c.distillation_loss, c.temperature, c.kd_mask,
+                                   self.top_k, padded_length)
+
+    def batching(self) -> Dict[str, Any]:
+        dense_targets = () if self.config.teacher_top_k and self.teacher is not None else ("teacher_logits",)
+        return batching(self.config.group_by_length, dense_targets, cut=self.config.hard_loss_padding != "padded")
+
+    def run_fields(self, inputs: StageInputs, loss_fn: Loss) -> Dict[str, Any]:
+        c = self.config
+        return {"loss": str(c.distillation_loss), "temperature": c.temperature,
+                "weight": c.distillation_loss_weight, "kd_mask": c.kd_mask, "teacher_top_k": c.teacher_top_k,
+                "hard_loss_padding": RECORDED_PADDING.get(c.hard_loss_padding, c.hard_loss_padding)}
 
 
-def finish(student: Any, save_path: Path, result: Any, timings: Dict[str, float], dev_paras: list,
-           test_path: Optional[Path], record: Dict[str, Any], extra: Any = None) -> Dict[str, Any]:
-    """Evaluate on dev/test, save the student with its run record (and ``extra(folder)``'s files), return the
-    metrics."""
-    metrics: Dict[str, Any] = {"loss": result.loss, "global_step": result.global_step,
-                               "stopped_early": result.stopped_early, **timings}
-    if dev_paras:
-        metrics.update(common.make_eval_fn(student, dev_paras)())
-    if test_path is not None:
-        test = common.make_eval_fn(student, common.read_paragraphs(test_path))()
-        metrics.update({f"test_{k}": v for k, v in test.items()})
-    common.save_reader(student, save_path, {**record, "metrics": metrics}, extra)
-    metrics["save_dir"] = str(save_path)
-    return metrics
-
+def distil_prediction_layer(student: Any, teacher: Optional[Any], config: PredictionLayerConfig) -> Dict[str, Any]:
+    """Run the stage (joining torch.distributed first when launched by torchrun); ``teacher=None`` fine-tunes on
+    the labels alone. See :meth:`DistillationMixin.distil_prediction_layer_from` for the settings."""
+    return PredictionStage(student, teacher, config).run()

@@ -1,0 +1,176 @@
+"""A reader stage's data: SQuAD files, the training ``SquadProcessor``, tokenized features, batching, KD masks."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import torch
+from torch import Tensor
+
+from ..squad import iter_paragraphs, load_squad, validate_squad_file
+from ..tokenizers import tokenizer_fingerprint
+from ..training import is_main_process
+
+logger = logging.getLogger(__name__)
+
+FEATURE_TENSORS = ("input_ids", "padding_mask", "segment_ids", "labels", "span_mask", "id", "passage_start_t",
+                   "seq_2_start_t")
+SEQUENCE_FEATURES = ("input_ids", "padding_mask", "segment_ids", "span_mask")
+
+
+@dataclass(frozen=True)
+class SequenceSettings:
+    """How contexts are cut into features."""
+
+    max_seq_len: int
+    doc_stride: int
+    max_query_length: int
+
+    @classmethod
+    def of(cls, reader: Any, max_seq_len: Optional[int], doc_stride: Optional[int],
+           max_query_length: Optional[int]) -> SequenceSettings:
+        """Explicit values, else the reader's own (Haystack's rule)."""
+        return cls(max_seq_len or reader.max_seq_len, doc_stride or reader.doc_stride,
+                   max_query_length or reader.max_query_length)
+
+
+@dataclass(frozen=True)
+class StageInputs:
+    """A stage's validated files, its output folder and its sequence settings."""
+
+    train: Path
+    dev: Optional[Path]
+    test: Optional[Path]
+    save: Path
+    settings: SequenceSettings
+
+
+@dataclass
+class StageData:
+    """Training paragraphs, held-out dev paragraphs and the training features (``[N, ...]`` tensors)."""
+
+    train: List[Dict[str, Any]]
+    dev: List[Dict[str, Any]]
+    features: Dict[str, Any]
+
+
+def data_path(data_dir: Optional[str], filename: Optional[str]) -> Optional[Path]:
+    """``data_dir / filename`` (or ``filename`` alone), validated as SQuAD; None when ``filename`` is None."""
+    if not filename:
+        return None
+    path = Path(data_dir) / filename if data_dir else Path(filename)
+    validate_squad_file(path)
+    return path
+
+
+def read_paragraphs(path: Path) -> List[Dict[str, Any]]:
+    """All paragraphs of a SQuAD file."""
+    return list(iter_paragraphs(load_squad(path)))
+
+
+def split_paragraphs(paragraphs: List[Dict[str, Any]], dev_split: float, seed: int) -> Tuple[list, list]:
+    """Hold out ``dev_split`` of the paragraphs (seeded) for evaluation."""
+    if not 0 <= dev_split < 1:
+        raise ValueError(f"dev_split must be in [0, 1), got {dev_split!r}.")
+    if dev_split == 0:
+        return paragraphs, []
+    order = list(range(len(paragraphs)))
+    random.Random(seed).shuffle(order)
+    n_dev = max(1, int(round(dev_split * len(paragraphs))))
+    dev = set(order[:n_dev])
+    return [p for i, p in enumerate(paragraphs) if i not in dev], [p for i, p in enumerate(paragraphs) if i in dev]
+
+
+def build_processor(reader: Any, max_seq_len: int, doc_stride: int, max_query_length: int, data_dir: Any = None):
+    """A training ``SquadProcessor`` on the reader's tokenizer (as Haystack's own ``train`` builds it)."""
+    from haystack.modeling.data_handler.processor import SquadProcessor
+
+    return SquadProcessor(
+        tokenizer=reader.inferencer.processor.tokenizer, max_seq_len=max_seq_len,
+        label_list=["start_token", "end_token"], metric="squad", train_filename=None, dev_filename=None,
+        dev_split=0, test_filename=None,
+        data_dir=Path(data_dir) if data_dir else None, doc_stride=doc_stride, max_query_length=max_query_length,
+    )
+
+
+def featurize(processor: Any, paragraphs: List[Dict[str, Any]], chunk: int = 256) -> Dict[str, Tensor]:
+    """Tokenize paragraphs into training features with the processor (student tokenizer), in chunks."""
+    from tqdm.auto import tqdm
+
+    parts: Dict[str, List[Tensor]] = {name: [] for name in FEATURE_TENSORS}
+    for start in tqdm(range(0, len(paragraphs), chunk), desc="features", disable=len(paragraphs) <= chunk):
+        dicts = paragraphs[start : start + chunk]
+        dataset, names, _ = processor.dataset_from_dicts(dicts, indices=list(range(start, start + len(dicts))))
+        if dataset is None:
+            continue
+        for name, tensor in zip(names, dataset.tensors):
+            if name in parts:
+                parts[name].append(tensor.long())
+    if not parts["input_ids"]:
+        raise ValueError("the training file produced no features (no question could be tokenized with its answer); "
+                         "check max_seq_len, max_query_length and the answers.")
+    return {name: torch.cat(tensors) for name, tensors in parts.items()}
+
+
+def cached_features(processor: Any, paragraphs: List[Dict[str, Any]], caching: bool, cache_path: Path,
+                    ) -> Dict[str, Tensor]:
+    """:func:`featurize`, stored as safetensors under ``cache_path/features`` when ``caching`` (keyed by the
+    tokenizer, sequence settings and the paragraphs themselves)."""
+    if not caching:
+        return featurize(processor, paragraphs)
+    from safetensors.torch import load_file, save_file
+
+    from ..teacher_cache import cache_key
+
+    key = {"tokenizer": tokenizer_fingerprint(processor.tokenizer), "max_seq_len": processor.max_seq_len,
+           "doc_stride": processor.doc_stride, "max_query_length": processor.max_query_length,
+           "data": hashlib.sha256(json.dumps(paragraphs, sort_keys=True).encode()).hexdigest()}
+    path = Path(cache_path) / "features" / f"{cache_key(key)}.safetensors"
+    if path.is_file():
+        logger.info("reusing tokenized features from %s", path)
+        return load_file(str(path))
+    features = featurize(processor, paragraphs)
+    if is_main_process():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        save_file({k: v.contiguous() for k, v in features.items()}, str(tmp))
+        tmp.replace(path)
+    return features
+
+
+def training_data(student: Any, train_path: Path, dev_path: Optional[Path], settings: SequenceSettings,
+                  config: Any) -> StageData:
+    """Paragraphs and features: dev from ``dev_path`` or a seeded ``config.dev_split`` of the training file;
+    features from ``config.processor`` or a processor on the student's tokenizer (cached with ``config.caching``).
+    """
+    paragraphs = read_paragraphs(train_path)
+    train, dev = (paragraphs, read_paragraphs(dev_path)) if dev_path else \
+        split_paragraphs(paragraphs, config.dev_split, config.seed)
+    processor = config.processor or build_processor(student, settings.max_seq_len, settings.doc_stride,
+                                                    settings.max_query_length, config.data_dir)
+    return StageData(train, dev, cached_features(processor, train, config.caching, config.cache_path))
+
+
+def batching(group_by_length: bool, extra_sequence_keys: Sequence[str] = (), cut: bool = True) -> Dict[str, Any]:
+    """TrainConfig fields for batches computed in length-sorted slices cut to their longest row (``[N, S, ...]``
+    features only), and with ``group_by_length`` drawn from one length bucket; ``cut=False``: whole batches at
+    the features' full width (``max_seq_len``), as Haystack computes them."""
+    if not cut:
+        return {"length_key": None, "sequence_keys": (), "group_by_length": False}
+    return {"length_key": "padding_mask", "sequence_keys": SEQUENCE_FEATURES + tuple(extra_sequence_keys),
+            "group_by_length": group_by_length}
+
+
+def kd_valid_mask(batch: Dict[str, Tensor], kd_mask: str) -> Optional[Tensor]:
+    """Positions allowed in the KD softmax: ``span`` (context + no-answer), ``padding`` (all real tokens), ``none``."""
+    if kd_mask == "span":
+        return batch["span_mask"].bool()
+    if kd_mask == "padding":
+        return batch["padding_mask"].bool()
+    return None
