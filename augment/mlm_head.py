@@ -2,7 +2,8 @@
 
 The encoder stays frozen, so its outputs at masked positions are computed once; then only the head
 (BERT's ``cls`` head: dense + activation + LayerNorm, decoder tied to the frozen word embeddings, or
-trained with ``train_decoder=True``) is trained on them with cross-entropy. The result is a normal
+trained with ``train_decoder=True``) is trained on them with cross-entropy, by
+:func:`haystack_distill.training.train` on positions drawn with replacement. The result is a normal
 ``AutoModelForMaskedLM`` checkpoint + tokenizer, usable as ``--model`` for ``python -m augment``.
 Held-out top-1 / top-15 accuracy at masked positions is written to ``mlm_head_metrics.json``.
 
@@ -31,18 +32,22 @@ Example:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
+import math
 import re
 import sys
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple, Union
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
 from haystack_distill.io import atomic_dir, ensure_new_output
+from haystack_distill.training import TrainConfig, train
 
 logger = logging.getLogger(__name__)
 
@@ -138,44 +143,54 @@ def evaluate_head(model: nn.Module, states: torch.Tensor, targets: torch.Tensor,
     return {"loss": loss / n, "top1": top1 / n, f"top{k}": topk / n, "positions": len(states)}
 
 
-def fit_mlm_head(encoder_path: PathLike, train_text: PathLike, output_dir: PathLike, *,
-                 eval_text: Optional[PathLike] = None, max_sequences: int = 1000, eval_sequences: int = 150,
-                 seq_len: int = 128, mask_prob: float = 0.15, steps: int = 300, batch_size: int = 128,
-                 lr: float = 2e-3, train_decoder: bool = False, seed: int = 0, device: str = "cpu",
-                 overwrite: bool = False, show_progress: bool = True) -> Dict[str, float]:
+@dataclass
+class MlmHeadConfig:
+    """Settings of :func:`fit_mlm_head` (its keyword arguments override them one by one).
+
+    ``eval_text``: held-out text for accuracy before/after; ``max_sequences``/``eval_sequences`` sequences of
+    ``seq_len`` tokens are cut from the texts; ``steps`` optimizer steps of ``batch_size`` masked positions
+    (drawn with replacement) at learning rate ``lr`` with 20 warmup steps.
+    """
+
+    eval_text: Optional[PathLike] = None
+    max_sequences: int = 1000
+    eval_sequences: int = 150
+    seq_len: int = 128
+    mask_prob: float = 0.15
+    steps: int = 300
+    batch_size: int = 128
+    lr: float = 2e-3
+    train_decoder: bool = False
+    seed: int = 0
+    device: str = "cpu"
+    overwrite: bool = False
+    show_progress: bool = True
+
+
+def fit_mlm_head(encoder_path: PathLike, train_text: PathLike, output_dir: PathLike,
+                 config: Optional[MlmHeadConfig] = None, **overrides: Any) -> Dict[str, float]:
     """Train an MLM head on a frozen encoder and save ``AutoModelForMaskedLM`` + tokenizer to ``output_dir``.
 
-    Returns the metrics also saved as ``mlm_head_metrics.json`` (held-out accuracy before/after when
-    ``eval_text`` is given, first/last training loss).
+    ``config`` (an :class:`MlmHeadConfig`) and its keyword ``overrides`` set the run. Returns the metrics also
+    saved as ``mlm_head_metrics.json`` (held-out accuracy before/after when ``eval_text`` is given, first/last
+    training loss).
     """
-    from transformers import AutoModelForMaskedLM, AutoTokenizer
-    from transformers.utils import logging as hf_logging
-
+    config = dataclasses.replace(config or MlmHeadConfig(), **overrides)
     output_dir = Path(output_dir)
-    ensure_new_output(output_dir, overwrite)
-    tokenizer = AutoTokenizer.from_pretrained(str(encoder_path), use_fast=True)
-    if tokenizer.mask_token_id is None or tokenizer.cls_token_id is None:
-        raise ValueError(f"{encoder_path}: tokenizer needs [MASK]/[CLS]/[SEP] tokens for a BERT-style MLM head.")
-    train_str = read_text(train_text, tokenizer.unk_token)
-    eval_str = read_text(eval_text, tokenizer.unk_token) if eval_text else None
-    previous = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()  # the head is *meant* to start untrained
-    try:
-        model = AutoModelForMaskedLM.from_pretrained(str(encoder_path)).to(device).eval()
-    finally:
-        hf_logging.set_verbosity(previous)
-    generator = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
-    train = encode_masked(model.base_model, *masked_sequences(tokenizer, train_str, seq_len, max_sequences,
-                                                                mask_prob, generator), show_progress=show_progress)
+    ensure_new_output(output_dir, config.overwrite)
+    model, tokenizer = _load_masked_lm(encoder_path, config.device)
+    generator = torch.Generator().manual_seed(config.seed)
+    torch.manual_seed(config.seed)
+    train_data = _masked_states(model, tokenizer, read_text(train_text, tokenizer.unk_token), config.max_sequences,
+                                config, generator)
     held = None
-    if eval_str is not None:
-        held = encode_masked(model.base_model, *masked_sequences(tokenizer, eval_str, seq_len, eval_sequences,
-                                                                   mask_prob, generator), show_progress=show_progress)
-    metrics: Dict[str, float] = {"train_positions": len(train[0]), "steps": steps}
+    if config.eval_text:
+        held = _masked_states(model, tokenizer, read_text(config.eval_text, tokenizer.unk_token),
+                              config.eval_sequences, config, generator)
+    metrics: Dict[str, float] = {"train_positions": len(train_data[0]), "steps": config.steps}
     if held is not None:
         metrics.update({f"before_{k}": v for k, v in evaluate_head(model, *held).items()})
-    first, last = _train_head(model, train, steps, batch_size, lr, train_decoder, generator, device, show_progress)
+    first, last = _train_head(model, train_data, config, generator)
     metrics.update(train_loss_first=first, train_loss_last=last)
     if held is not None:
         metrics.update({f"after_{k}": v for k, v in evaluate_head(model, *held).items()})
@@ -188,26 +203,47 @@ def fit_mlm_head(encoder_path: PathLike, train_text: PathLike, output_dir: PathL
     return metrics
 
 
-def _train_head(model: nn.Module, data: Tuple[torch.Tensor, torch.Tensor], steps: int, batch_size: int, lr: float,
-                train_decoder: bool, generator: torch.Generator, device: str,
-                show_progress: bool) -> Tuple[float, float]:
+def _load_masked_lm(encoder_path: PathLike, device: str) -> Tuple[nn.Module, Any]:
+    """The encoder as ``AutoModelForMaskedLM`` (head freshly initialised, in eval mode) and its tokenizer."""
+    from transformers import AutoModelForMaskedLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    tokenizer = AutoTokenizer.from_pretrained(str(encoder_path), use_fast=True)
+    if tokenizer.mask_token_id is None or tokenizer.cls_token_id is None:
+        raise ValueError(f"{encoder_path}: tokenizer needs [MASK]/[CLS]/[SEP] tokens for a BERT-style MLM head.")
+    previous = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # the head is *meant* to start untrained
+    try:
+        model = AutoModelForMaskedLM.from_pretrained(str(encoder_path)).to(device).eval()
+    finally:
+        hf_logging.set_verbosity(previous)
+    return model, tokenizer
+
+
+def _masked_states(model: nn.Module, tokenizer: Any, text: str, max_sequences: int, config: MlmHeadConfig,
+                   generator: torch.Generator) -> Tuple[torch.Tensor, torch.Tensor]:
+    sequences = masked_sequences(tokenizer, text, config.seq_len, max_sequences, config.mask_prob, generator)
+    return encode_masked(model.base_model, *sequences, show_progress=config.show_progress)
+
+
+def _train_head(model: nn.Module, data: Tuple[torch.Tensor, torch.Tensor], config: MlmHeadConfig,
+                generator: torch.Generator) -> Tuple[float, float]:
+    """Train the head for ``config.steps`` steps; return the mean loss of the first and of the last steps."""
     states, targets = data
-    params = _head_parameters(model, train_decoder)
+    _head_parameters(model, config.train_decoder)
     head = model.cls if hasattr(model, "cls") else model.lm_head
-    optim = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
-    sched = torch.optim.lr_scheduler.LambdaLR(optim, lambda s: min(1.0, (s + 1) / 20) * max(0.0, 1 - s / steps))
-    head.train()
-    losses = []
-    for _ in tqdm(range(steps), desc="train head", disable=not show_progress):
-        idx = torch.randint(len(states), (min(batch_size, len(states)),), generator=generator)
-        loss = nn.functional.cross_entropy(head(states[idx].to(device)), targets[idx].to(device))
-        optim.zero_grad()
-        loss.backward()
-        optim.step()
-        sched.step()
-        losses.append(loss.item())
-    head.eval()
-    window = max(1, min(20, steps // 5))
+    per_step = min(config.batch_size, len(states))
+    rows = torch.randint(len(states), (config.steps * per_step,), generator=generator)
+
+    def loss_fn(batch: Dict[str, torch.Tensor]) -> torch.Tensor:
+        index = batch["row"].cpu()
+        return nn.functional.cross_entropy(head(states[index].to(config.device)), targets[index].to(config.device))
+
+    train_config = TrainConfig(n_epochs=1, batch_size=per_step, learning_rate=config.lr,
+                               warmup_proportion=min(1.0, 20 / config.steps), max_grad_norm=math.inf,
+                               seed=config.seed, device=config.device, show_progress=config.show_progress)
+    losses = train(head, {"row": rows}, loss_fn, train_config).step_losses
+    window = max(1, min(20, config.steps // 5))
     return sum(losses[:window]) / window, sum(losses[-window:]) / window
 
 

@@ -49,7 +49,7 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase, Trainer, TrainingArguments
 
 from haystack_distill.losses import BUILTIN_LOSSES, classification_kd_loss, logits_kd, validate_distillation_loss
-from haystack_distill.safety import check_finite, check_finite_loss
+from haystack_distill.safety import check_finite, check_finite_value, grad_norm
 from haystack_distill.teacher_cache import cache_key, cached_outputs, fingerprint_module
 from haystack_distill.tokenizers import TokenizerMismatchError, check_tokenizer_compatibility, tokenizer_fingerprint
 
@@ -412,6 +412,7 @@ class DistillationTrainer(Trainer):
         self.teacher_cache: Optional[TeacherLogitCache] = None
         self.teacher_cache_path: Optional[Path] = None
         self.teacher_cache_hit: Optional[bool] = None
+        self._last_finite_loss: Optional[float] = None
         if self.args.precompute_teacher_logits:
             self._check_precomputable(self.train_dataset)
 
@@ -499,9 +500,25 @@ class DistillationTrainer(Trainer):
         loss = self.distillation_objective(student_logits, teacher_logits, labels, inputs.get("attention_mask"))
         if model.training:
             value = float(loss.detach())
-            check_finite_loss(value, self.state.global_step + 1, getattr(self, "_last_finite_loss", None))
+            check_finite_value(value, self.state.global_step + 1, self._last_finite_loss)
             self._last_finite_loss = value
         return (loss, outputs) if return_outputs else loss
+
+    def create_optimizer(self) -> torch.optim.Optimizer:
+        """The Trainer's optimizer (``args.optim``), made to refuse a step on a non-finite gradient.
+
+        The gradient is checked in a step pre-hook, i.e. after accumulation and clipping; with fp16 AMP the
+        Trainer's gradient scaler skips such steps itself and the hook never sees them.
+        """
+        optimizer = super().create_optimizer()
+        if getattr(self, "_hooked_optimizer", None) is not optimizer:
+            optimizer.register_step_pre_hook(self._check_gradients)
+            self._hooked_optimizer = optimizer
+        return optimizer
+
+    def _check_gradients(self, optimizer: torch.optim.Optimizer, *_: Any) -> None:
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        check_finite_value(grad_norm(params), self.state.global_step + 1, self._last_finite_loss, "grad")
 
     def _save(self, output_dir: Optional[str] = None, state_dict: Any = None) -> None:
         """Refuse to save a student with NaN/inf weights, then save as the Trainer does."""

@@ -4,7 +4,7 @@
   holding files we did not write; a previous output of ours (listed in its manifest) may be replaced.
 - :func:`write_manifest`: the list of files we wrote, so a later run can tell ours from the user's.
 - :func:`check_finite`: a model with NaN/inf weights is refused before it is saved.
-- :func:`check_finite_loss` / :func:`check_finite_grad`: training stops at the first non-finite loss or gradient.
+- :func:`check_finite_value`: training stops at the first non-finite loss or gradient norm.
 - :func:`check_finite_array`: cached teacher outputs with NaN/inf are refused.
 """
 
@@ -36,21 +36,41 @@ def check_finite(model: nn.Module, what: str = "the model") -> None:
                               "saved. Lower the learning rate or check the teacher's outputs for NaN.")
 
 
-def check_finite_loss(loss: float, step: int, last_finite: Optional[float]) -> None:
-    """Raise :class:`DivergenceError` naming the step when ``loss`` is NaN or inf."""
-    if not math.isfinite(loss):
-        last = "none" if last_finite is None else f"{last_finite:.4g}"
-        raise DivergenceError(f"training diverged at step {step}: loss is {loss} (last finite loss {last}). Lower "
+def check_finite_value(value: float, step: int, last_finite: Optional[float], what: str = "loss") -> None:
+    """Raise :class:`DivergenceError` naming the step when ``value`` (``what``: ``"loss"`` or ``"grad"``, the
+    gradient norm before the update) is NaN or inf.
+
+    Example:
+        >>> check_finite_value(0.5, 3, 0.6)
+        >>> check_finite_value(float("nan"), 3, 0.6)
+        Traceback (most recent call last):
+        ...
+        haystack_distill.safety.DivergenceError: training diverged at step 3: loss is nan (last finite loss 0.6). \
+Lower learning_rate, keep max_grad_norm on, or check the teacher's outputs for NaN.
+    """
+    if math.isfinite(value):
+        return
+    last = "none" if last_finite is None else f"{last_finite:.4g}"
+    if what == "loss":
+        raise DivergenceError(f"training diverged at step {step}: loss is {value} (last finite loss {last}). Lower "
                               "learning_rate, keep max_grad_norm on, or check the teacher's outputs for NaN.")
+    raise DivergenceError(f"training diverged at step {step}: the gradient norm is {value} (last finite loss "
+                          f"{last}); the weights were not updated. Lower learning_rate or check the inputs and the "
+                          "teacher's outputs for NaN/inf.")
 
 
-def check_finite_grad(grad_norm: float, step: int, last_finite: Optional[float]) -> None:
-    """Raise :class:`DivergenceError` naming the step when the gradient norm is NaN or inf (before the update)."""
-    if not math.isfinite(grad_norm):
-        last = "none" if last_finite is None else f"{last_finite:.4g}"
-        raise DivergenceError(f"training diverged at step {step}: the gradient norm is {grad_norm} (last finite "
-                              f"loss {last}); the weights were not updated. Lower learning_rate or check the inputs "
-                              "and the teacher's outputs for NaN/inf.")
+def grad_norm(params: Iterable[nn.Parameter]) -> float:
+    """The total L2 norm of the gradients of ``params`` (those without a gradient skipped), as clipping computes it.
+
+    Example:
+        >>> p = nn.Parameter(torch.zeros(2)); p.grad = torch.tensor([3.0, 4.0])
+        >>> grad_norm([p])
+        5.0
+    """
+    grads = [p.grad.detach() for p in params if p.grad is not None]
+    if not grads:
+        return 0.0
+    return float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.float()) for g in grads])))
 
 
 def check_finite_array(values: Any, what: str) -> None:

@@ -249,6 +249,33 @@ def test_dev_sts_history_and_best_is_the_maximum(teacher, sentences, tmp_path):
     assert evaluate_sts(student, dev) == pytest.approx(best["sts_spearman"], abs=1e-6)
 
 
+def test_interrupted_distillation_resumes_exactly(teacher, sentences, tmp_path, monkeypatch):
+    """The embedding loop is training.train: checkpoints, accumulation and exact resume come with it."""
+    from haystack_distill.embeddings import distil
+
+    kw = dict(epochs=2, batch_size=16, grad_acc_steps=2, learning_rate=1e-3, cache_dir=tmp_path, checkpoint_every=1,
+              show_progress_bar=False)
+    reference = truncate_layers(teacher, [0, 1])
+    assert distil_embeddings_from(reference, teacher, sentences, checkpoint_dir=tmp_path / "a", **kw)["steps"] == 4
+    calls = []
+
+    def killed_at_the_fifth_batch(student, target):
+        calls.append(1)
+        if len(calls) == 5:
+            raise KeyboardInterrupt("simulated kill")
+        return distil.embedding_mse(student, target)
+
+    with monkeypatch.context() as patch:
+        patch.setitem(distil.EMBEDDING_LOSSES, "mse", killed_at_the_fifth_batch)
+        with pytest.raises(KeyboardInterrupt):
+            distil_embeddings_from(truncate_layers(teacher, [0, 1]), teacher, sentences, checkpoint_dir=tmp_path / "b",
+                                   **kw)
+    resumed = truncate_layers(teacher, [0, 1])
+    distil_embeddings_from(resumed, teacher, sentences, checkpoint_dir=tmp_path / "b", resume=True, **kw)
+    for (name, a), b in zip(reference.state_dict().items(), resumed.state_dict().values()):
+        assert torch.allclose(a, b, atol=1e-6), name
+
+
 def test_narrower_student_with_another_tokenizer_learns_teacher_pca_space(teacher, sentences, tmp_path):
     student = load_sentence_transformer(build_sentence_bert(tmp_path / "s", layers=1, hidden=16, seed=5,
                                                             words=sorted(WORDS, reverse=True)[:30]))

@@ -435,3 +435,25 @@ def test_benchmark_classifier_pairs_tokens_and_bad_arguments(tok, token_data):
         benchmark_classifier(model, tok, pairs)
     with pytest.raises(ValueError, match="empty"):
         benchmark_classifier(model, tok, [])
+
+
+def test_a_non_finite_gradient_stops_training_before_the_update(tmp_path):
+    from haystack_distill.safety import DivergenceError
+
+    class InfGradient(DistillationTrainer):
+        def distillation_objective(self, student_logits, *_):  # finite loss, infinite gradient: sqrt'(0)
+            return torch.sqrt((student_logits * 0).pow(2).sum()) + 1.0
+
+    cfg = BertConfig(vocab_size=20, hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=16,
+                     max_position_embeddings=16, num_labels=2)
+    torch.manual_seed(0)
+    teacher, student = BertForSequenceClassification(cfg), BertForSequenceClassification(cfg)
+    before = copy.deepcopy(student.state_dict())
+    rows = [{"input_ids": torch.tensor([2, 5, 6, 3]), "labels": torch.tensor(i % 2)} for i in range(4)]
+    args = _args(tmp_path, per_device_train_batch_size=4, max_steps=1, save_strategy="no", logging_strategy="no",
+                 disable_tqdm=True)
+    trainer = InfGradient(student, args, teacher_model=teacher, train_dataset=rows)
+    with pytest.raises(DivergenceError, match="step 1: the gradient norm is (nan|inf)"):
+        trainer.train()
+    for name, value in student.state_dict().items():
+        assert torch.equal(value, before[name]), name

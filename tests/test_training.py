@@ -1,5 +1,7 @@
 """The shared training loop: exact resume after an interruption, refusal of foreign checkpoints."""
 
+import math
+
 import pytest
 import torch
 from torch import nn
@@ -165,3 +167,42 @@ def test_collate_cuts_sequence_columns_to_the_longest_row():
     assert batch["labels"].shape == (2, 6, 2)  # not a sequence field: untouched
     wide = _collate(data, torch.tensor([0, 1]), "cpu", "padding_mask", ("padding_mask", "input_ids"), bucket=2)
     assert wide["input_ids"].tolist() == [[0, 1, 2, 3], [5, 6, 7, 8]]  # 3 rounded up to the bucket multiple 4
+
+
+class _Scores:
+    """An Evaluator scoring 0.5, then 0.9, then worse and worse; it remembers the weights it saw."""
+
+    primary_metric, greater_is_better = "score", True
+
+    def __init__(self):
+        self.seen = []
+
+    def __call__(self, model):
+        self.seen.append({k: v.clone() for k, v in model.state_dict().items()})
+        return {"score": [0.5, 0.9, 0.4, 0.3, 0.2, 0.1][min(len(self.seen), 6) - 1]}
+
+
+def test_evaluator_keeps_the_best_weights_and_stops_after_patience(tmp_path):
+    model, evaluator = Tiny(), _Scores()
+    config = _config(tmp_path, checkpoint_every=None, evaluate_every=1, evaluate_at_start=True, keep_best=True,
+                     patience=1, grad_acc_steps=1)
+    result = train(model, _data(), _loss_for(model), config, evaluator=evaluator)
+    assert [h["step"] for h in result.history] == [0, 1, 2, 3] and result.stopped_early
+    assert result.best == {"step": 1, "score": 0.9} and result.global_step == 3
+    for name, value in model.state_dict().items():
+        assert torch.equal(value, evaluator.seen[1][name]), name
+
+
+def test_bf16_autocast_runs_on_the_cpu(tmp_path):
+    model = Tiny()
+    seen = []
+
+    def loss_fn(batch):
+        out = model(batch["x"])
+        seen.append(out.dtype)
+        return ((out.float() - batch["y"]) ** 2).mean()
+
+    result = train(model, _data(), loss_fn, _config(tmp_path, n_epochs=1, use_amp=True, amp_dtype="bf16",
+                                                    checkpoint_every=None))
+    assert seen and all(d == torch.bfloat16 for d in seen) and math.isfinite(result.loss)
+    assert all(p.dtype == torch.float32 for p in model.parameters())
