@@ -17,6 +17,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Union
 
+from haystack_distill.embeddings.int8 import QUANTIZATION_FILE
 from haystack_distill.io import atomic_dir, atomic_write_json, ensure_new_output
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -25,8 +26,6 @@ if TYPE_CHECKING:  # pragma: no cover
 logger = logging.getLogger(__name__)
 
 PathLike = Union[str, os.PathLike]
-#: File written next to a saved model whose Linear layers are to be quantized again on load.
-QUANTIZATION_FILE = "haystack_distill_quantization.json"
 _FARM_FILES = ("language_model_config.json", "prediction_head_0_config.json", "language_model.bin")
 
 
@@ -97,7 +96,7 @@ def load_sentence_transformer(path: PathLike, device: Optional[str] = None) -> S
     model = SentenceTransformer(str(path), device=device)
     marker = path / QUANTIZATION_FILE
     if marker.is_file():
-        from haystack_distill.embeddings.quantization import apply_saved_quantization
+        from haystack_distill.embeddings.int8 import apply_saved_quantization
 
         model = apply_saved_quantization(model, json.loads(marker.read_text(encoding="utf-8")))
     return model

@@ -25,16 +25,22 @@ Example:
 
 from __future__ import annotations
 
-import copy
 import logging
 import os
-import warnings
-from typing import TYPE_CHECKING, Any, Dict, Optional, Union
+from typing import TYPE_CHECKING, Optional, Union
 
 import torch
 from torch import nn
 
-from haystack_distill.embeddings.model_io import QUANTIZATION_FILE, save_sentence_transformer
+from haystack_distill.embeddings.int8 import (  # noqa: F401 (re-exported)
+    QUANTIZATION_FILE,
+    QUANTIZATION_SPEC,
+    SCHEMES,
+    apply_saved_quantization,
+    is_quantized,
+    quantize_module,
+)
+from haystack_distill.embeddings.model_io import save_sentence_transformer
 
 if TYPE_CHECKING:  # pragma: no cover
     from sentence_transformers import SentenceTransformer
@@ -42,33 +48,6 @@ if TYPE_CHECKING:  # pragma: no cover
 logger = logging.getLogger(__name__)
 
 PathLike = Union[str, os.PathLike]
-QUANTIZATION_SPEC: Dict[str, Any] = {"method": "dynamic", "dtype": "qint8", "modules": ["torch.nn.Linear"]}
-SCHEMES = ("per_channel", "per_tensor")
-
-
-def is_quantized(model: nn.Module) -> bool:
-    """True if any module of ``model`` is a dynamically quantized Linear."""
-    from torch.ao.nn.quantized import dynamic
-
-    return any(isinstance(m, dynamic.Linear) for m in model.modules())
-
-
-def quantize_module(module: nn.Module, inplace: bool = False, scheme: str = "per_channel") -> nn.Module:
-    """``torch.ao.quantization.quantize_dynamic`` of the ``nn.Linear`` layers to qint8 (on CPU).
-
-    ``scheme`` is ``"per_channel"`` (one weight scale per output row) or ``"per_tensor"``.
-    """
-    from torch.ao import quantization as tq
-
-    if scheme not in SCHEMES:
-        raise ValueError(f"scheme={scheme!r}: use one of {', '.join(SCHEMES)}.")
-    if not inplace:
-        module = copy.deepcopy(module)
-    module.to("cpu").eval()
-    qconfig = tq.per_channel_dynamic_qconfig if scheme == "per_channel" else tq.default_dynamic_qconfig
-    with warnings.catch_warnings():  # torch 2.10+ points eager-mode users to torchao, which is not a dependency
-        warnings.filterwarnings("ignore", message=".*torch.ao.quantization.*")
-        return tq.quantize_dynamic(module, {nn.Linear: qconfig}, dtype=torch.qint8, inplace=True)
 
 
 def quantize(
@@ -98,11 +77,3 @@ def quantize(
     quantized = quantize_module(model, scheme=scheme)
     logger.info("quantized %d Linear layers to int8", sum(isinstance(m, nn.Linear) for m in model.modules()))
     return quantized
-
-
-def apply_saved_quantization(model: SentenceTransformer, spec: Dict[str, Any]) -> SentenceTransformer:
-    """Quantize a freshly loaded float model in place as described by a saved quantization ``spec``."""
-    wanted = {k: spec.get(k) for k in QUANTIZATION_SPEC}
-    if wanted != QUANTIZATION_SPEC:
-        raise ValueError(f"{QUANTIZATION_FILE} asks for {wanted}; this version supports only {QUANTIZATION_SPEC}.")
-    return quantize_module(model, inplace=True, scheme=spec.get("scheme", "per_tensor"))
