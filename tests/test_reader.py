@@ -290,7 +290,40 @@ def test_hard_loss_padding_chooses_the_batch_layout(readers, tiny_squad, tmp_pat
         seen.append((config.length_key, loss_fn.padded_length))
         return real(model, features, loss_fn, config, **kw)
     monkeypatch.setattr(stage, "train", spy)
-    for i, option in enumerate([{}, {"hard_loss_padding": "max_seq_len"}, {"hard_loss_padding": "batch"}]):
+    options = [{}, *({"hard_loss_padding": name} for name in ("slices", "max_seq_len", "batch"))]
+    for i, option in enumerate(options):
         make_student().distil_prediction_layer_from(teacher, str(tiny_squad), "train.json", **FAST,
                                                     save_dir=str(tmp_path / str(i)), **option)
-    assert seen == [(None, None), ("padding_mask", 96), ("padding_mask", None)]
+    assert seen == [(None, None), ("padding_mask", 96), ("padding_mask", 96), ("padding_mask", None)]
+    records = [json.loads((tmp_path / str(i) / "distillation.json").read_text()) for i in (1, 2)]
+    assert records[0]["hard_loss_padding"] == records[1]["hard_loss_padding"]  # one run identity for both names
+
+
+def test_stage_configs_validate_naming_the_field():
+    from haystack_distill.reader.config import IntermediateLayerConfig, PredictionLayerConfig
+
+    files = dict(data_dir="data", train_filename="train.json")
+    with pytest.warns(FutureWarning, match="pass 'slices'"):
+        assert PredictionLayerConfig(**files, hard_loss_padding="max_seq_len").validate().hard_loss_padding == "slices"
+    for config, match in ((PredictionLayerConfig(**files, tokenizer_alignment="words"), "tokenizer_alignment='words'"),
+                          (PredictionLayerConfig(**files, kd_mask="all"), "kd_mask='all'"),
+                          (PredictionLayerConfig(**files, dev_split=1.0), "dev_split"),
+                          (IntermediateLayerConfig(**files, attention_loss="dot"), "attention_loss='dot'"),
+                          (IntermediateLayerConfig(**files, hidden_weight=-1.0), "hidden_weight")):
+        with pytest.raises(ValueError, match=match):
+            config.validate()
+
+
+@pytest.mark.parametrize("method, config_name", [("distil_prediction_layer_from", "PredictionLayerConfig"),
+                                                 ("distil_intermediate_layers_from", "IntermediateLayerConfig")])
+def test_method_defaults_are_the_config_defaults(method, config_name):
+    import dataclasses
+
+    from haystack_distill.reader import DistillationMixin, config
+
+    fields = {f.name: f for f in dataclasses.fields(getattr(config, config_name))}
+    params = inspect.signature(getattr(DistillationMixin, method)).parameters
+    assert set(fields) <= set(params)  # every setting is a method argument
+    for name, field in fields.items():
+        if field.default is not dataclasses.MISSING:
+            assert params[name].default == field.default, name

@@ -163,11 +163,13 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def model_size_mb(model: nn.Module) -> float:
-    """Size of ``torch.save(model.state_dict())`` in MB (2**20 bytes), measured in memory.
+def model_size_mib(model: nn.Module) -> float:
+    """Size of ``torch.save(model.state_dict())`` in MiB (2**20 bytes), measured in memory.
+
+    (:func:`haystack_distill.embeddings.measure.model_size_mb` counts MB, 10**6 bytes.)
 
     Example:
-        >>> round(model_size_mb(torch.nn.Linear(256, 256)), 3)  # 65,792 float32 values plus pickle overhead
+        >>> round(model_size_mib(torch.nn.Linear(256, 256)), 3)  # 65,792 float32 values plus pickle overhead
         0.253
     """
     buffer = io.BytesIO()
@@ -267,9 +269,9 @@ def benchmark_classifier(
         positive_label: positive class id for binary metrics.
 
     Returns:
-        ``size_mb``, ``parameters``, ``latency_ms_mean``, ``latency_ms_std``, ``throughput_per_s`` (rows/s in
-        batches), ``accuracy``, ``precision``, ``recall``, ``f1``, ``roc_auc`` (NaN if a class is absent) and
-        ``examples``. Token classification scores every labelled token.
+        ``size_mb`` (in MiB, 2**20 bytes), ``parameters``, ``latency_ms_mean``, ``latency_ms_std``,
+        ``throughput_per_s`` (rows/s in batches), ``accuracy``, ``precision``, ``recall``, ``f1``, ``roc_auc`` (NaN
+        if a class is absent) and ``examples``. Token classification scores every labelled token.
 
     Example:
         >>> import tempfile, os
@@ -300,7 +302,7 @@ def benchmark_classifier(
             latency_inputs, _ = _encode(rows=_rows(dataset, 0, min(latency_batch_size, len(dataset))), **encode)
             mean_ms, std_ms = _latency_ms(model, latency_inputs, target, warmup, repeats)
         result = {
-            "size_mb": model_size_mb(model),
+            "size_mb": model_size_mib(model),  # MiB (2**20 bytes)
             "parameters": int(sum(p.numel() for p in model.parameters())),
             "latency_ms_mean": mean_ms,
             "latency_ms_std": std_ms,
