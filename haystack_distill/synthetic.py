@@ -1,7 +1,10 @@
 """A small SQuAD-format QA dataset generated from templates: offline data for the demo, tests and tutorials.
 
 Each paragraph describes two or three people; questions ask for one fact about one of them, so a reader must
-match the name in the question to the right sentence. Deterministic for a given seed.
+match the name in the question to the right sentence. With ``paraphrased=True`` (the demo's harder task) facts
+come from :data:`RELATIONS`: two relations share each answer type (born in / lives in a city, born / retired in a
+year), and sentences and questions are drawn from several wordings, so a question rarely repeats its sentence's
+words. Deterministic for a given seed.
 
 Example:
     >>> data = make_squad_dataset(n_paragraphs=2, seed=0)
@@ -32,36 +35,69 @@ FACTS = (  # (sentence template, question template, answer field)
     ("{name} is employed by {company}.", "Which company employs {name}?", "company"),
 )
 
+#: (answer field, sentence wordings, question wordings): the paraphrased task's facts.
+RELATIONS = (
+    ("city", ("{name} was born in {city}.", "{name} is a native of {city}.", "The birthplace of {name} is {city}."),
+     ("Where was {name} born?", "What is the birthplace of {name}?", "In which city was {name} born?")),
+    ("home", ("{name} lives in {home}.", "{name} moved to {home}.", "These days {name} resides in {home}."),
+     ("Where does {name} live?", "In which city does {name} reside?", "Where is the home of {name}?")),
+    ("year", ("{name} was born in {year}.", "{name} came into the world in {year}.",
+              "The birth year of {name} is {year}."),
+     ("In which year was {name} born?", "When was {name} born?", "What is the birth year of {name}?")),
+    ("retired", ("{name} retired in {retired}.", "{name} stopped working in {retired}.",
+                 "The retirement of {name} came in {retired}."),
+     ("When did {name} retire?", "In which year did {name} retire?", "When did {name} stop working?")),
+    ("job", ("{name} works as a {job}.", "{name} is a {job} by trade.", "{name} earns a living as a {job}."),
+     ("What is the job of {name}?", "What does {name} do for a living?", "What is the profession of {name}?")),
+    ("company", ("{name} is employed by {company}.", "{name} works for {company}.", "{name} has a job at {company}."),
+     ("Which company employs {name}?", "Who is the employer of {name}?", "For which firm does {name} work?")),
+)
 
-def _person(rng: random.Random, name: str) -> Dict[str, str]:
-    return {"name": name, "city": rng.choice(CITIES), "year": str(rng.randint(1900, 2010)),
-            "job": rng.choice(JOBS), "company": rng.choice(COMPANIES)}
+
+def _person(rng: random.Random, name: str, paraphrased: bool) -> Dict[str, str]:
+    person = {"name": name, "city": rng.choice(CITIES), "year": str(rng.randint(1900, 2010)),
+              "job": rng.choice(JOBS), "company": rng.choice(COMPANIES)}
+    if paraphrased:
+        person.update(home=rng.choice(CITIES), retired=str(rng.randint(2011, 2024)))
+    return person
 
 
-def _paragraph(rng: random.Random, index: int, max_people: int, facts_per_person: int) -> Dict[str, Any]:
-    people = [_person(rng, n) for n in rng.sample(NAMES, rng.randint(2, max_people))]
-    sentences: List[Tuple[str, Dict[str, str], int]] = []
+Fact = Tuple[str, str, str]  # sentence, question, answer
+
+
+def _fact(rng: random.Random, person: Dict[str, str], index: int, paraphrased: bool) -> Fact:
+    if not paraphrased:
+        sentence, question, field = FACTS[index]
+        return sentence.format(**person), question.format(**person), person[field]
+    field, sentences, questions = RELATIONS[index]
+    return rng.choice(sentences).format(**person), rng.choice(questions).format(**person), person[field]
+
+
+def _paragraph(rng: random.Random, index: int, max_people: int, facts_per_person: int,
+               paraphrased: bool = False) -> Dict[str, Any]:
+    people = [_person(rng, n, paraphrased) for n in rng.sample(NAMES, rng.randint(2, max_people))]
+    facts: List[Tuple[Fact, str]] = []
     for person in people:
-        for fact_idx in rng.sample(range(len(FACTS)), facts_per_person):
-            sentences.append((FACTS[fact_idx][0].format(**person), person, fact_idx))
-    rng.shuffle(sentences)
+        for fact_idx in rng.sample(range(len(RELATIONS if paraphrased else FACTS)), facts_per_person):
+            facts.append((_fact(rng, person, fact_idx, paraphrased), person["name"]))
+    rng.shuffle(facts)
     context, qas = "", []
-    for s_idx, (sentence, person, fact_idx) in enumerate(sentences):
+    for s_idx, ((sentence, question, answer), name) in enumerate(facts):
         offset = len(context) + (1 if context else 0)
         context = f"{context} {sentence}" if context else sentence
-        answer = person[FACTS[fact_idx][2]]
-        start = offset + sentence.index(answer, len(person["name"]))
-        qas.append({"id": f"syn-{index}-{s_idx}", "question": FACTS[fact_idx][1].format(name=person["name"]),
+        start = offset + sentence.index(answer, sentence.index(name) + len(name))
+        qas.append({"id": f"syn-{index}-{s_idx}", "question": question,
                     "answers": [{"text": answer, "answer_start": start}], "is_impossible": False})
     return {"context": context, "qas": qas}
 
 
 def make_squad_dataset(n_paragraphs: int = 100, seed: int = 0, title: str = "synthetic", max_people: int = 3,
-                       facts_per_person: int = 3) -> Dict[str, Any]:
+                       facts_per_person: int = 3, paraphrased: bool = False) -> Dict[str, Any]:
     """Return a SQuAD v2-format dict with ``n_paragraphs`` paragraphs of 2..``max_people`` people with
-    ``facts_per_person`` facts each (one question per fact)."""
-    if not 2 <= max_people <= len(NAMES) or not 1 <= facts_per_person <= len(FACTS):
-        raise ValueError(f"max_people must be in 2..{len(NAMES)} and facts_per_person in 1..{len(FACTS)}.")
+    ``facts_per_person`` facts each (one question per fact); ``paraphrased`` picks the harder task."""
+    n_facts = len(RELATIONS if paraphrased else FACTS)
+    if not 2 <= max_people <= len(NAMES) or not 1 <= facts_per_person <= n_facts:
+        raise ValueError(f"max_people must be in 2..{len(NAMES)} and facts_per_person in 1..{n_facts}.")
     rng = random.Random(seed)
-    paragraphs = [_paragraph(rng, i, max_people, facts_per_person) for i in range(n_paragraphs)]
+    paragraphs = [_paragraph(rng, i, max_people, facts_per_person, paraphrased) for i in range(n_paragraphs)]
     return {"version": "v2.0", "data": [{"title": title, "paragraphs": paragraphs}]}
