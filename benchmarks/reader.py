@@ -233,11 +233,12 @@ TD = dict(n_epochs=1, learning_rate=1e-4, attention_weight=0.01, distillation_lo
 
 
 def stage_recipe(stage: str):
-    """Stage function of one ``RECIPES`` row; rows on one train file share one teacher pass (one cache)."""
+    """Stage function of one ``RECIPES`` row; rows on one train file share one teacher pass (one cache, for every
+    student size: the teacher's outputs do not depend on the student)."""
     recipe = RECIPES[stage]
 
     def run_recipe(cfg, run, out, layers, **_):
-        cache = run / f"cache-{recipe.train_file.split('.')[0]}-{layers}l"
+        cache = run / f"cache-{recipe.train_file.split('.')[0]}"
         init_from = _task_distilled(cfg, run, layers, recipe) if recipe.td else recipe.init
         return _ours_kd(cfg, run, out, layers, {**SLICES, **recipe.kd}, f"-{stage}", init_from=init_from,
                         train_file=recipe.train_file, cache=cache, passes=recipe.passes,
@@ -399,7 +400,8 @@ LABELS = {"no_kd": "student {l}L, fine-tuned, no KD", "haystack_kd": "student {l
           "ours_kd": "student {l}L, ours: prediction-layer KD",
           "ours_kd_seed2": "student {l}L, ours: prediction-layer KD, training seed 2 instead of 42",
           "ours_kd_slices": "student {l}L, ours: prediction-layer KD, fast: batches in length-sorted slices",
-          "ours_kd_slices_seed2": "student {l}L, ours: prediction-layer KD, fast: slices, training seed 2",
+          "ours_kd_slices_seed2": "student {l}L, ours: prediction-layer KD, fast: batches in length-sorted slices, "
+                                  "training seed 2",
           "ours_kd_batchpad": "student {l}L, ours: prediction-layer KD, slices, hard loss over each slice's "
                               "positions only",
           "ours_kd_batchpad_seed2": "student {l}L, ours: prediction-layer KD, slices, hard loss over each slice's "
@@ -545,24 +547,11 @@ def to_markdown(rows, profile: str, command: str) -> str:
 
 
 def plot(rows, path: Path) -> None:
-    import matplotlib
+    """F1 against speed-up, one colour and marker per method (benchmarks/plot.py, which also adds int8 rows)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from plot import plot as plot_methods
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(8, 6))
-    markers = "osD^vP*Xhp"
-    for i, r in enumerate(rows):  # a legend, not labels at the points: students of one size share one speed
-        ax.scatter(r["questions_per_second"], r["f1"], marker=markers[i % len(markers)], s=50, alpha=0.8,
-                   label=f"{r['reader']}: F1 {r['f1']:.1f}")
-    ax.set_xlabel("questions / s (CPU, same process)")
-    ax.set_ylabel("F1 (SQuAD 1.1 dev subset)")
-    ax.set_title("Reader F1 vs speed")
-    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=1, frameon=False)
-    fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=120)
-    os.replace(tmp, path)
+    plot_methods(rows, path)
 
 
 def main() -> int:
