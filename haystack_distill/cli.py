@@ -272,9 +272,12 @@ def main(argv: Optional[List[str]] = None) -> int:
             return 2
     args = parser.parse_args(argv)
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
+        level=logging.DEBUG if args.verbose else logging.WARNING,  # libraries' (Haystack's) INFO logs: --verbose
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if not args.verbose:
+        for name in ("haystack_distill", "augment"):  # our own INFO messages stay on
+            logging.getLogger(name).setLevel(logging.INFO)
     return run_command(args)
 
 
