@@ -21,8 +21,9 @@ $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 
 install: $(VENV)/.installed-dev
 
-demo: install
-	$(BIN)/haystack-distill demo
+DEMO_ARGS ?=
+demo: install  # e.g. make demo DEMO_ARGS="--seed 7 --verbose"
+	$(BIN)/haystack-distill demo $(DEMO_ARGS)
 
 test: install
 	$(BIN)/python -m pytest -q
