@@ -48,6 +48,7 @@ from augment.glove import DEFAULT_VOCAB_SIZE, GloveTable
 from augment.mlm import MaskedCopy, MaskedLMCandidates, load_masked_lm
 from augment.squadio import ANSWER_KEYS
 from augment.words import Word, WordFilter, match_case, split_words
+from haystack_distill.devices import resolve_device
 
 logger = logging.getLogger(__name__)
 
@@ -89,13 +90,6 @@ class Slot:
     start: int
     end: int
     candidates: List[str]
-
-
-def resolve_device(device: Optional[Union[str, torch.device]]) -> torch.device:
-    """``None`` -> CUDA when available, else CPU."""
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 class SquadAugmenter:

@@ -76,6 +76,24 @@ def test_distil_tinybert_defaults_match_distil_tinybert_from_stages():
         assert stages[stage]["checkpoint_root_dir"] == defaults["checkpoint_root_dir"]
 
 
+@pytest.mark.parametrize("command", ["distil-reader", "distil-tinybert"])
+def test_hard_loss_padding_flag_matches_the_python_api(capsys, command):
+    from haystack_distill.reader.config import HARD_LOSS_PADDING, HARD_LOSS_PADDING_ALIASES, PredictionLayerConfig
+
+    required = [command, "--teacher", "t", "--student", "s", "--data-dir", "d", "--train-filename", "f",
+                "--save-dir", "o"]
+    parser = cli.build_parser()
+    assert parser.parse_args(required).hard_loss_padding == PredictionLayerConfig.hard_loss_padding
+    action = _subparsers(parser)[command]._option_string_actions["--hard-loss-padding"]
+    assert set(action.choices) == {*HARD_LOSS_PADDING, *HARD_LOSS_PADDING_ALIASES}
+    for name in action.choices:
+        assert parser.parse_args([*required, "--hard-loss-padding", name]).hard_loss_padding == name
+    with pytest.raises(SystemExit):
+        cli.main([command, "--help"])
+    out = _flat(capsys.readouterr().out)
+    assert "--hard-loss-padding {padded,slices,batch}" in out and "max_seq_len: the old name of slices" in out
+
+
 @pytest.fixture
 def captured(monkeypatch):
     """Replace the distil-tinybert and eval-sts handlers by recorders of the parsed arguments."""

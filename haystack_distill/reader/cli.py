@@ -38,6 +38,17 @@ def check_model_path(flag: str, name: str) -> None:
                                                           if offline else "."))
 
 
+def add_hard_loss_padding(parser: Any) -> None:
+    """``--hard-loss-padding``: the names and default of ``PredictionLayerConfig.hard_loss_padding``
+    (reader/config.py; tests compare them). ``max_seq_len``, the old name of ``slices``, is still accepted (the
+    config warns and runs it as ``slices``) but not listed."""
+    parser.add_argument("--hard-loss-padding", default="padded", choices=["padded", "slices", "batch", "max_seq_len"],
+                        metavar="{padded,slices,batch}",
+                        help="padded: batches computed at max_seq_len, Haystack's exact loss; slices: faster steps "
+                             "on length-sorted slices, the padding's share of the loss estimated; batch: slices, "
+                             "the positions each slice holds; max_seq_len: the old name of slices (deprecated)")
+
+
 def register(subparsers: Any) -> None:
     """Add the ``distil-reader`` sub-command."""
     p = subparsers.add_parser("distil-reader", help="prediction-layer KD of a FARMReader (teacher -> student)")
@@ -58,9 +69,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--max-query-length", type=int, default=64, help="question tokens kept")
     p.add_argument("--caching", action="store_true", help="keep teacher logits on disk for later runs")
     p.add_argument("--teacher-top-k", type=int, help="cache only the teacher's k most likely start/end positions")
-    p.add_argument("--hard-loss-padding", default="padded", choices=["padded", "max_seq_len", "batch"],
-                   help="padded: batches at max_seq_len, Haystack's exact loss; max_seq_len / batch: "
-                        "faster steps on length-sorted slices (see distil_prediction_layer_from)")
+    add_hard_loss_padding(p)
     p.add_argument("--checkpoint-every", type=int, help="steps between checkpoints (none if unset)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run from its newest checkpoint")
     p.add_argument("--seed", type=int, default=42, help="training seed")

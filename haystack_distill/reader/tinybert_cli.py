@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Dict, Union
 
 from ..cli import fraction, positive_float, positive_int
-from .cli import check_model_path
+from .cli import add_hard_loss_padding, check_model_path
 
 STAGE_FOLDERS = ("stage1_intermediate", "stage2_prediction")
 
@@ -29,7 +29,7 @@ def layer_mapping(text: str) -> Union[str, Dict[int, int]]:
 def check_inputs(args: argparse.Namespace) -> None:
     """Fail on a missing model, folder or file and on an unsafe output folder before any model is loaded."""
     from ..safety import check_output_dir
-    from .common import LEGACY_OUTPUT, RUN_MARKER
+    from .output import LEGACY_OUTPUT, RUN_MARKER
 
     check_model_path("--teacher", args.teacher)
     check_model_path("--student", args.student)
@@ -113,8 +113,7 @@ def _add_stage2(p: argparse.ArgumentParser) -> None:
     g.add_argument("--weight", type=fraction, default=0.5, help="distillation_loss_weight: share of the KD loss")
     g.add_argument("--teacher-top-k", type=positive_int, help="cache only the teacher's k most likely start/end "
                                                               "positions (default: all)")
-    g.add_argument("--hard-loss-padding", default="padded", choices=["padded", "max_seq_len", "batch"],
-                   help="padded: Haystack's exact hard loss; max_seq_len / batch: faster length-sorted slices")
+    add_hard_loss_padding(g)
     g.add_argument("--evaluate-every", type=int, default=300, help="steps between dev evaluations (0: at the end)")
 
 
