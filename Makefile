@@ -30,6 +30,7 @@ test: install
 
 lint: install
 	$(BIN)/ruff check haystack_distill augment tests benchmarks
+	$(BIN)/mypy  # the modules listed in pyproject.toml [tool.mypy]
 
 clean:
 	rm -rf $(VENV)

@@ -110,7 +110,7 @@ def encode_masked(encoder: nn.Module, inputs: torch.Tensor, masked: torch.Tensor
     return torch.cat(states), torch.cat(targets)
 
 
-def _head_parameters(model: nn.Module, train_decoder: bool) -> List[nn.Parameter]:
+def _head_parameters(model: Any, train_decoder: bool) -> List[nn.Parameter]:
     for p in model.base_model.parameters():
         p.requires_grad_(False)
     decoder = model.get_output_embeddings()
@@ -126,7 +126,7 @@ def _head_parameters(model: nn.Module, train_decoder: bool) -> List[nn.Parameter
 
 
 @torch.no_grad()
-def evaluate_head(model: nn.Module, states: torch.Tensor, targets: torch.Tensor, k: int = 15,
+def evaluate_head(model: Any, states: torch.Tensor, targets: torch.Tensor, k: int = 15,
                   batch_size: int = 512) -> Dict[str, float]:
     """Cross-entropy and top-1 / top-``k`` accuracy of the head on precomputed masked states."""
     head = model.get_submodule("cls") if hasattr(model, "cls") else model.lm_head
@@ -203,7 +203,7 @@ def fit_mlm_head(encoder_path: PathLike, train_text: PathLike, output_dir: PathL
     return metrics
 
 
-def _load_masked_lm(encoder_path: PathLike, device: str) -> Tuple[nn.Module, Any]:
+def _load_masked_lm(encoder_path: PathLike, device: str) -> Tuple[Any, Any]:
     """The encoder as ``AutoModelForMaskedLM`` (head freshly initialised, in eval mode) and its tokenizer."""
     from transformers import AutoModelForMaskedLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
@@ -220,13 +220,13 @@ def _load_masked_lm(encoder_path: PathLike, device: str) -> Tuple[nn.Module, Any
     return model, tokenizer
 
 
-def _masked_states(model: nn.Module, tokenizer: Any, text: str, max_sequences: int, config: MlmHeadConfig,
+def _masked_states(model: Any, tokenizer: Any, text: str, max_sequences: int, config: MlmHeadConfig,
                    generator: torch.Generator) -> Tuple[torch.Tensor, torch.Tensor]:
     sequences = masked_sequences(tokenizer, text, config.seq_len, max_sequences, config.mask_prob, generator)
     return encode_masked(model.base_model, *sequences, show_progress=config.show_progress)
 
 
-def _train_head(model: nn.Module, data: Tuple[torch.Tensor, torch.Tensor], config: MlmHeadConfig,
+def _train_head(model: Any, data: Tuple[torch.Tensor, torch.Tensor], config: MlmHeadConfig,
                 generator: torch.Generator) -> Tuple[float, float]:
     """Train the head for ``config.steps`` steps; return the mean loss of the first and of the last steps."""
     states, targets = data

@@ -143,7 +143,7 @@ class GeneralDistillationLoss(nn.Module):
     Owns only the projections (created when the widths differ); the teacher runs under ``no_grad``.
     """
 
-    def __init__(self, student: nn.Module, teacher: nn.Module, mapping: Dict[int, int], hidden_weight: float = 1.0,
+    def __init__(self, student: Any, teacher: Any, mapping: Dict[int, int], hidden_weight: float = 1.0,
                  attention_weight: float = 1.0) -> None:
         super().__init__()
         self._models = [student, teacher]  # kept out of this module's parameters and state_dict
@@ -168,7 +168,7 @@ class GeneralDistillationLoss(nn.Module):
         embeddings, layers = layerwise_hidden_mse(s_hidden, t_hidden, self.mapping, self.projections, mask)
         hidden = embeddings + layers
         total = self.hidden_weight * hidden
-        terms = {"hidden": hidden}
+        terms: Dict[str, Any] = {"hidden": hidden}
         if self.attention_weight:
             terms["attention"] = sum(attention_score_mse(s_attn[s], t_attn[t], mask) for s, t in self.mapping.items())
             total = total + self.attention_weight * terms["attention"]
@@ -199,7 +199,7 @@ def build_student(teacher: nn.Module, config: GeneralDistillationConfig) -> tupl
     n_teacher = count_layers(teacher)
     if config.student is not None:
         return _load_encoder(config.student, "student"), None
-    keep = list(config.keep) if config.keep else spread_layer_indices(n_teacher, int(config.layers))
+    keep = list(config.keep) if config.keep else spread_layer_indices(n_teacher, int(config.layers or 0))
     bad = [i for i in keep if not 0 <= i < n_teacher]
     if bad or len(keep) > n_teacher:
         raise ValueError(f"keep={keep} names layers {bad} the teacher lacks; it has {n_teacher} (0..{n_teacher - 1}).")
@@ -261,7 +261,8 @@ def distil_general(teacher: PathLike, texts: PathLike, output: PathLike,
         student.save_pretrained(str(tmp), safe_serialization=True)
         tokenizer.save_pretrained(str(tmp))
         write_manifest(tmp, f"general distillation of {teacher}")
-    shutil.rmtree(train_config.checkpoint_dir, ignore_errors=True)  # ours; the finished model replaces them
+    if train_config.checkpoint_dir:  # ours; the finished model replaces them
+        shutil.rmtree(train_config.checkpoint_dir, ignore_errors=True)
     return {"loss": result.loss, **loss.last_terms, "global_step": result.global_step, "keep": keep,
             "mapping": mapping, "windows": len(data["input_ids"]), "output": str(output)}
 

@@ -388,6 +388,8 @@ class DistillationTrainer(Trainer):
         >>> tmp.cleanup()
     """
 
+    train_dataset: Any  # the Trainer's attribute; replaced by an indexed copy when logits are precomputed
+
     def __init__(
         self,
         model: Optional[nn.Module] = None,
@@ -399,14 +401,14 @@ class DistillationTrainer(Trainer):
         **kwargs: Any,
     ) -> None:
         args = self._check_args(args)
-        self._check_models(model, teacher_model)
-        super().__init__(model, args, *trainer_args, **kwargs)
-        check_tokenizers(teacher_model, model, teacher_tokenizer, self.processing_class)
+        student, teacher = self._check_models(model, teacher_model)
+        super().__init__(student, args, *trainer_args, **kwargs)
+        check_tokenizers(teacher, student, teacher_tokenizer, self.processing_class)
         self.loss_fn = validate_distillation_loss(distillation_loss or args.distillation_loss)
-        self.teacher = teacher_model
+        self.teacher: nn.Module = teacher
         self.teacher_tokenizer = teacher_tokenizer
         self._freeze_teacher(self.args.device)
-        self._teacher_inputs = self._forward_arg_names(teacher_model)
+        self._teacher_inputs = self._forward_arg_names(teacher)
         # Our loss is a batch mean: let the Trainer scale it for gradient accumulation.
         self.model_accepts_loss_kwargs = False
         self.teacher_cache: Optional[TeacherLogitCache] = None
@@ -434,7 +436,7 @@ class DistillationTrainer(Trainer):
         return args
 
     @staticmethod
-    def _check_models(student: Optional[nn.Module], teacher: Optional[nn.Module]) -> None:
+    def _check_models(student: Optional[nn.Module], teacher: Optional[nn.Module]) -> Tuple[nn.Module, nn.Module]:
         if student is None:
             raise ValueError("DistillationTrainer needs the student as model= (model_init is not supported).")
         if teacher is None:
@@ -442,6 +444,7 @@ class DistillationTrainer(Trainer):
         _check_separate_models(teacher, student)
         check_task_compatibility(teacher, student)
         check_label_compatibility(teacher, student)
+        return student, teacher
 
     @staticmethod
     def _check_precomputable(dataset: Any) -> None:

@@ -100,7 +100,7 @@ def cached_outputs(
     n_rows: int,
     row_shape: Tuple[int, ...],
     produce: Callable[[], Iterable[np.ndarray]],
-    dtype: np.dtype = np.float16,
+    dtype: Any = np.float16,
 ) -> np.ndarray:
     """Return a read-only memory-mapped ``[n_rows, *row_shape]`` array, computing it with ``produce`` if absent.
 

@@ -249,7 +249,7 @@ def build_optimizer(named: NamedParams, config: TrainConfig,
 
 def _rng_state() -> Dict[str, Any]:
     version, state, gauss = random.getstate()
-    np_state = np.random.get_state()
+    np_state: Any = np.random.get_state()
     rng: Dict[str, Any] = {
         "torch": torch.get_rng_state(),
         "python": [version, list(state), gauss],
@@ -545,7 +545,8 @@ class _Run:
         self.forward: nn.Module = _LossModule(modules, loss_fn)
         if self.world_size > 1:
             self.forward = nn.parallel.DistributedDataParallel(self.forward, find_unused_parameters=True)
-        self.last_loss, self.last_finite = float("nan"), None
+        self.last_loss: float = float("nan")
+        self.last_finite: Optional[float] = None
         self.bad_loss: Optional[float] = None  # the first non-finite micro-batch loss of the current step
         self.micro_losses: List[float] = []
 

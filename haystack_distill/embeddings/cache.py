@@ -104,7 +104,7 @@ def teacher_embeddings(
     Returns ``(embeddings, info)``; ``info`` holds ``hit`` (read from the cache), ``path`` and the key fields.
 
     Example:
-        >>> # emb, info = teacher_embeddings(teacher, ["A cat.", "A dog."], cache_dir="cache")
+        >>> emb, info = teacher_embeddings(teacher, ["A cat.", "A dog."], cache_dir="cache")  # doctest: +SKIP
     """
     sentences = list(sentences)
     fields = key_fields(model_fingerprint(teacher), sentences)
@@ -116,8 +116,7 @@ def teacher_embeddings(
         return np.concatenate(list(chunks())).astype(np.float16), {"hit": False, "path": None, **fields}
     root = Path(cache_dir) if cache_dir else default_cache_dir()
     entry = root / cache_key(fields)
-    embeddings = load_cached(root, fields, len(sentences), (dim,))
-    hit = embeddings is not None
-    if not hit:
-        embeddings = cached_outputs(root, fields, n_rows=len(sentences), row_shape=(dim,), produce=chunks)
-    return embeddings, {"hit": hit, "path": str(entry), **fields}
+    cached = load_cached(root, fields, len(sentences), (dim,))
+    embeddings = cached if cached is not None else cached_outputs(root, fields, n_rows=len(sentences),
+                                                                  row_shape=(dim,), produce=chunks)
+    return embeddings, {"hit": cached is not None, "path": str(entry), **fields}

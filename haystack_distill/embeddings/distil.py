@@ -179,7 +179,7 @@ def _fit_teacher_projection(embeddings: np.ndarray, dim: int, sample_size: int, 
     n = embeddings.shape[0]
     rows = np.sort(rng.choice(n, size=min(n, sample_size), replace=False))
     pca = fit_pca(np.asarray(embeddings[rows], dtype=np.float32), dim)
-    info = {"method": "pca", "from": int(embeddings.shape[1]), "to": dim, "fit_on": len(rows),
+    info: Dict[str, Any] = {"method": "pca", "from": int(embeddings.shape[1]), "to": dim, "fit_on": len(rows),
             "explained_variance": float(pca.explained_variance_ratio.sum())}
     logger.info("teacher projected %d -> %d by PCA on %d embeddings (%.1f%% variance kept)", info["from"], dim,
                 len(rows), 100 * info["explained_variance"])
@@ -201,15 +201,15 @@ class _DevEvaluator:
     def active(self) -> bool:
         return bool(self.dev_sts or self.dev_sentences)
 
-    def __call__(self, student: SentenceTransformer) -> Dict[str, float]:
-        student.eval()
+    def __call__(self, model: Any) -> Dict[str, float]:
+        model.eval()
         result: Dict[str, float] = {}
         if self.dev_sts:
-            result["sts_spearman"] = evaluate_sts(student, self.dev_sts, batch_size=self.batch_size)
-        if self.dev_sentences:
-            emb = student.encode(self.dev_sentences, batch_size=self.batch_size, convert_to_tensor=True).cpu().float()
+            result["sts_spearman"] = evaluate_sts(model, self.dev_sts, batch_size=self.batch_size)
+        if self.dev_sentences and self.dev_targets is not None:
+            emb = model.encode(self.dev_sentences, batch_size=self.batch_size, convert_to_tensor=True).cpu().float()
             result["mse"] = float(embedding_mse(emb, self.dev_targets))
-        student.train()
+        model.train()
         return result
 
 

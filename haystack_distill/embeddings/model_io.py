@@ -138,7 +138,7 @@ def check_embeddings_output(path: PathLike, overwrite: bool, inputs: Sequence[An
     with ``overwrite``); an existing output of ours is replaced only with ``overwrite``."""
     from haystack_distill.safety import check_output_dir
 
-    check_output_dir(path, [Path(p) for p in inputs if p], marker="distillation_metrics.json",
+    check_output_dir(Path(path), [Path(p) for p in inputs if p], marker="distillation_metrics.json",
                      legacy=LEGACY_OUTPUT)
     return ensure_new_output(path, overwrite)
 

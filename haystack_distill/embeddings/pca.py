@@ -107,7 +107,9 @@ def reduce_dimensions(
             unit-length outputs stay unit-length (cosine scores are the same either way).
 
     Example:
-        >>> # small = reduce_dimensions(model, sentences, 128); small.get_sentence_embedding_dimension() -> 128
+        >>> small = reduce_dimensions(model, sentences, 128)  # doctest: +SKIP
+        >>> small.get_sentence_embedding_dimension()  # doctest: +SKIP
+        128
     """
     from sentence_transformers import models
 

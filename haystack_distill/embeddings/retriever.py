@@ -3,12 +3,13 @@
 The only module of :mod:`haystack_distill.embeddings` that imports Haystack. Usage mirrors
 ``FARMReader.distil_prediction_layer_from(teacher_model, ...)``: the student is the retriever itself.
 
-Example:
-    >>> # retriever = DistillableEmbeddingRetriever(embedding_model=teacher_path, use_gpu=False)
-    >>> # retriever.truncate_layers(3)                      # student keeps 3 of the teacher's layers
-    >>> # retriever.distil_embeddings_from(teacher_path, sentences, dev_sts=read_sts("sts-dev.csv"))
-    >>> # retriever.save("student")                          # a normal sentence-transformers folder
-    >>> # document_store.update_embeddings(retriever)       # stored vectors came from the old model
+Example (student keeps 3 of the teacher's layers; re-embed the documents afterwards)::
+
+    retriever = DistillableEmbeddingRetriever(embedding_model=teacher_path, use_gpu=False)
+    retriever.truncate_layers(3)
+    retriever.distil_embeddings_from(teacher_path, sentences, dev_sts=read_sts("sts-dev.csv"))
+    retriever.save("student")                          # a normal sentence-transformers folder
+    document_store.update_embeddings(retriever)       # stored vectors came from the old model
 """
 
 from __future__ import annotations
@@ -83,11 +84,11 @@ class EmbeddingRetrieverDistillationMixin:
 
     def truncate_layers(self, keep: Keep) -> None:
         """Keep only some transformer layers of this retriever's model (see :func:`truncate_layers`)."""
-        truncate_retriever_layers(self, keep)  # type: ignore[arg-type]
+        truncate_retriever_layers(self, keep)
 
     def distil_embeddings_from(self, teacher_model: Teacher, sentences: Sequence[str], **kwargs: Any) -> Dict[str, Any]:
         """Train this retriever's model to reproduce ``teacher_model``'s embeddings of ``sentences``."""
-        return distil_retriever_from(self, teacher_model, sentences, **kwargs)  # type: ignore[arg-type]
+        return distil_retriever_from(self, teacher_model, sentences, **kwargs)
 
 
 class DistillableEmbeddingRetriever(EmbeddingRetrieverDistillationMixin, EmbeddingRetriever):

@@ -80,7 +80,7 @@ def wikitext_sentences(path: PathLike, min_words: int = 5, max_words: int = 50) 
     ``<unk>`` skipped, ``min_words..max_words`` words, duplicates removed.
 
     Example:
-        >>> # wikitext_sentences("../shared/data/wikitext-2/wiki.valid.tokens.txt")[:1]
+        >>> wikitext_sentences("../shared/data/wikitext-2/wiki.valid.tokens.txt")[:1]  # doctest: +SKIP
     """
     out = []
     for line in read_sentences(path, unique=False):

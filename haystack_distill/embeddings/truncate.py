@@ -65,7 +65,7 @@ def truncate_layers(model: SentenceTransformer, keep: Keep) -> SentenceTransform
     is updated, so the result saves and loads as a normal SentenceTransformer.
 
     Example:
-        >>> # student = truncate_layers(SentenceTransformer(path), [0, 2, 5])
+        >>> student = truncate_layers(SentenceTransformer(path), [0, 2, 5])  # doctest: +SKIP
     """
     n_layers = count_layers(_transformer_module(model).auto_model)
     indices = kept_layer_indices(n_layers, keep)
