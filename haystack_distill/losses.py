@@ -22,7 +22,7 @@ Example:
 from __future__ import annotations
 
 import inspect
-from typing import Callable, Dict, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -107,8 +107,9 @@ def logit_mse(student_logits: Tensor, teacher_logits: Tensor, mask: Optional[Ten
     return diff.pow(2).sum() / valid.sum().clamp_min(1)
 
 
-def _call_user_loss(fn: LossFn, student: Tensor, teacher: Tensor) -> Tensor:
+def _call_user_loss(fn: Callable[..., Tensor], student: Tensor, teacher: Tensor) -> Tensor:
     """Call ``fn`` with keywords if it declares Haystack's names, else positionally."""
+    params: Mapping[str, inspect.Parameter]
     try:
         params = inspect.signature(fn).parameters
     except (TypeError, ValueError):
@@ -148,7 +149,8 @@ def logits_kd(
     :data:`MASK_FILL_VALUE` in both, and its result is multiplied by ``T**2`` (Haystack's convention).
     """
     _check_temperature(temperature)
-    if not callable(validate_distillation_loss(loss)):
+    loss = validate_distillation_loss(loss)  # returns it unchanged, or raises
+    if isinstance(loss, str):  # a name of LOSSES["logits"]; else a callable
         return LOSSES["logits"][loss](student_logits, teacher_logits, temperature, mask)
     valid = _row_mask(mask, student_logits)
     s = (student_logits / temperature).masked_fill(~valid, MASK_FILL_VALUE)
@@ -284,11 +286,11 @@ def hidden_projections(student_width: int, teacher_width: int, student_layers: S
 
 def layerwise_hidden_mse(student_hidden: Sequence[Tensor], teacher_hidden: Sequence[Tensor],
                          mapping: Dict[int, int], projections: nn.ModuleDict,
-                         mask: Optional[Tensor] = None) -> Tuple[Tensor, Tensor]:
+                         mask: Optional[Tensor] = None) -> Tuple[Tensor, Union[Tensor, int]]:
     """TinyBERT's embedding and hidden-state terms: (MSE of the embedding outputs, sum over ``mapping``
-    ``{student_layer: teacher_layer}`` of the layer outputs' MSE). ``*_hidden`` are transformers'
-    ``output_hidden_states`` tuples (index 0 the embeddings, ``i + 1`` the output of layer ``i``); ``projections``
-    as :func:`hidden_projections` builds them."""
+    ``{student_layer: teacher_layer}`` of the layer outputs' MSE, the int 0 for an empty ``mapping``).
+    ``*_hidden`` are transformers' ``output_hidden_states`` tuples (index 0 the embeddings, ``i + 1`` the output of
+    layer ``i``); ``projections`` as :func:`hidden_projections` builds them."""
 
     def project(key: str) -> Optional[nn.Module]:
         return projections[key] if key in projections else None
