@@ -23,7 +23,8 @@ def main(out: Path, teacher_path: str, student_path: str, data_dir: str) -> None
     rank = os.environ.get("RANK", "0")
     metrics = student.distil_prediction_layer_from(
         teacher, data_dir, "train.json", batch_size=8, n_epochs=1, learning_rate=1e-3, evaluate_every=0,
-        save_dir=str(out / f"rank{rank}"), cache_path=out / "cache", distillation_loss="kl_div",
+        save_dir=str(out / f"rank{rank}"), cache_path=out / "cache", caching=True, teacher_batch_size=2,
+        distillation_loss="kl_div",
         distillation_loss_weight=0.5, temperature=2.0, checkpoint_root_dir=out / f"ckpt{rank}",
         checkpoint_every=4, show_progress=False)
     (out / f"metrics{rank}.json").write_text(json.dumps(metrics, default=str))

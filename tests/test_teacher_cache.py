@@ -54,3 +54,36 @@ def test_fingerprints(tmp_path):
     f.write_text("2")
     assert fingerprint_file(f) != h
     assert cache_key({"a": 1, "b": 2}) == cache_key({"b": 2, "a": 1})
+
+
+def test_merged_shards_equal_the_single_process_entry(tmp_path):
+    """Shards of whole units, written as ranks do and merged, give the single-process entry byte for byte; a
+    missing shard fails the merge and leaves neither an entry nor shards behind."""
+    import pytest
+
+    from haystack_distill.teacher_cache import load_cached, merge_shards, shard_path, shard_rows, write_shard
+
+    rng = np.random.default_rng(0)
+    values = rng.normal(size=(11, 2, 3)).astype(np.float32)
+
+    def rows(first, last):
+        return lambda: (values[s : min(s + 2, last)] for s in range(first, last, 2))
+
+    key, n, size, unit = {"k": "shards"}, len(values), 3, 4
+    single = cached_outputs(tmp_path / "single", key, n, (2, 3), rows(0, n))
+    assert [shard_rows(n, r, size, unit) for r in range(size)] == [(0, 4), (4, 8), (8, 11)]
+    for rank in range(size):
+        write_shard(tmp_path / "ranks", key, rank, size, shard_rows(n, rank, size, unit), (2, 3),
+                    rows(*shard_rows(n, rank, size, unit)))
+    merged = merge_shards(tmp_path / "ranks", key, n, (2, 3), size, unit)
+    assert np.asarray(merged).tobytes() == np.asarray(single).tobytes()
+    for name in ("outputs.npy", "meta.json"):
+        entry = [root / cache_key(key) / name for root in (tmp_path / "single", tmp_path / "ranks")]
+        assert entry[0].read_bytes() == entry[1].read_bytes()
+    assert not list(tmp_path.rglob(".shard-*"))
+
+    write_shard(tmp_path / "broken", key, 0, 2, shard_rows(n, 0, 2, unit), (2, 3), rows(*shard_rows(n, 0, 2, unit)))
+    with pytest.raises(FileNotFoundError):
+        merge_shards(tmp_path / "broken", key, n, (2, 3), 2, unit)
+    assert load_cached(tmp_path / "broken", key, n, (2, 3)) is None
+    assert not shard_path(tmp_path / "broken", key, 0, 2).exists()

@@ -33,7 +33,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -239,19 +239,22 @@ def _teacher_settings(teacher: Any) -> Tuple[int, int]:
 
 
 def aligned_rows(teacher: Any, student: Any, features: Dict[str, torch.Tensor], paragraphs: List[Dict[str, Any]],
-                 batch_size: int, device: torch.device, show_progress: bool = True) -> Iterator[np.ndarray]:
-    """Yield ``[batch, student_seq_len, 2]`` aligned teacher log-probabilities, feature by feature in order."""
+                 batch_size: int, device: torch.device, show_progress: bool = True,
+                 rows: Optional[Tuple[int, int]] = None) -> Iterator[np.ndarray]:
+    """Yield ``[batch, student_seq_len, 2]`` aligned teacher log-probabilities, feature by feature in order (of the
+    features ``rows = (first, last)`` only, given; batches start at ``first``)."""
     from tqdm.auto import tqdm
 
     t_tok, model = _tokenizer(teacher), teacher.inferencer.model
     special, (max_seq_len, max_query_length) = Special.of(t_tok), _teacher_settings(teacher)
     student_docs, teacher_docs = Documents(_tokenizer(student), paragraphs), Documents(t_tok, paragraphs)
-    n_rows, seq_len = features["input_ids"].shape
+    seq_len = features["input_ids"].shape[1]
+    first, last = rows or (0, len(features["input_ids"]))
     model.to(device).eval()
     truncated = 0
-    for start in tqdm(range(0, n_rows, batch_size), desc="teacher pass (aligned)", disable=not show_progress):
+    for start in tqdm(range(first, last, batch_size), desc="teacher pass (aligned)", disable=not show_progress):
         windows = [student_window(features, row, paragraphs, student_docs)
-                   for row in range(start, min(start + batch_size, n_rows))]
+                   for row in range(start, min(start + batch_size, last))]
         inputs = [build_teacher_input(t_tok, special, w.question, teacher_docs[w.paragraph], w.chars, max_seq_len,
                                       max_query_length) for w in windows]
         truncated += sum(x.truncated > 0 for x in inputs)
@@ -263,17 +266,18 @@ def aligned_rows(teacher: Any, student: Any, features: Dict[str, torch.Tensor], 
         yield out
     if truncated:
         logger.warning("%d of %d windows were longer than the teacher's max_seq_len=%d allows; their tails got no "
-                       "teacher mass (raise the teacher reader's max_seq_len to avoid it)", truncated, n_rows,
+                       "teacher mass (raise the teacher reader's max_seq_len to avoid it)", truncated, last - first,
                        max_seq_len)
 
 
 def aligned_teacher_logits(teacher: Any, student: Any, features: Dict[str, torch.Tensor],
                            paragraphs: List[Dict[str, Any]], batch_size: int, device: torch.device, cache_dir: Path,
-                           key: Dict[str, Any]) -> np.ndarray:
+                           key: Dict[str, Any], stats: Optional[Dict[str, Any]] = None) -> np.ndarray:
     """Teacher targets on the student's positions, ``[n_features, student_max_seq_len, 2]`` fp16 log-probs.
 
-    Computed once (rank 0 under torchrun) and memory-mapped from ``cache_dir`` under ``key`` plus the teacher's
-    own sequence settings; see the module docstring for how windows are matched and mass is moved.
+    Computed once (under torchrun each rank a contiguous share of whole batches) and memory-mapped from
+    ``cache_dir`` under ``key`` plus the teacher's own sequence settings; see the module docstring for how windows
+    are matched and mass is moved.
 
     Args:
         teacher, student: readers (``FARMReader``-like, with fast tokenizers; see :func:`check_alignable`).
@@ -283,13 +287,15 @@ def aligned_teacher_logits(teacher: Any, student: Any, features: Dict[str, torch
         batch_size: teacher batch size.
         device: where the teacher runs.
         cache_dir, key: cache folder and key fields (teacher weights, tokenizers, data, sequence settings).
+        stats: gets ``teacher_rows``, the rows this process computed (see :func:`.targets.cached_outputs_all_ranks`).
     """
     n_rows, seq_len = features["input_ids"].shape
     max_seq_len, max_query_length = _teacher_settings(teacher)
     full_key = {**key, "teacher_max_seq_len": max_seq_len, "teacher_max_query_length": max_query_length,
                 "alignment_version": ALIGNMENT_VERSION}
 
-    def produce() -> Iterator[np.ndarray]:
-        return aligned_rows(teacher, student, features, paragraphs, batch_size, device)
+    def produce(first: int, last: int) -> Iterator[np.ndarray]:
+        return aligned_rows(teacher, student, features, paragraphs, batch_size, device, rows=(first, last))
 
-    return cached_targets(cache_dir, full_key, n_rows, (seq_len, 2), produce, "aligned teacher targets")
+    return cached_targets(cache_dir, full_key, n_rows, (seq_len, 2), produce, "aligned teacher targets",
+                          unit=batch_size, stats=stats)

@@ -128,8 +128,9 @@ class DistillationMixin:
                 the old name of ``"slices"``, still works (with a FutureWarning).
 
         Returns:
-            dict with ``loss``, ``global_step``, ``teacher_seconds``, ``train_seconds``, ``save_dir`` and, given
-            dev/test data, ``em``/``f1`` and ``test_em``/``test_f1`` (percent).
+            dict with ``loss``, ``global_step``, ``teacher_seconds``, ``teacher_rows`` (features whose teacher
+            targets this process computed: 0 when cached, its share under torchrun), ``train_seconds``,
+            ``save_dir`` and, given dev/test data, ``em``/``f1`` and ``test_em``/``test_f1`` (percent).
         """
         if teacher_model is None:
             raise ValueError("teacher_model is None: pass the fine-tuned teacher FARMReader. To fine-tune on the "

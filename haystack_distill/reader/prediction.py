@@ -103,13 +103,14 @@ class PredictionStage(ReaderStage):
         if c.tokenizer_alignment is None:
             spec = TeacherTargetSpec(self.top_k, c.temperature, c.kd_mask)
             data.features["teacher_logits"] = teacher_span_logits(
-                self.teacher, data.features, batch_size, device, cache_dir, key, c.use_amp, spec)
+                self.teacher, data.features, batch_size, device, cache_dir, key, c.use_amp, spec,
+                self.teacher_stats)
         else:
             from .cross_tokenizer import aligned_teacher_logits
 
             data.features["teacher_logits"] = aligned_teacher_logits(
                 self.teacher, self.student, data.features, data.train, batch_size, device, cache_dir,
-                {**key, "alignment": c.tokenizer_alignment})
+                {**key, "alignment": c.tokenizer_alignment}, self.teacher_stats)
         return True
 
     def loss(self, inputs: StageInputs, device: torch.device) -> Loss:

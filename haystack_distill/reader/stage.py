@@ -70,12 +70,14 @@ class ReaderStage:
 
     def __init__(self, student: Any, teacher: Optional[Any], config: ReaderStageConfig) -> None:
         self.student, self.teacher, self.config = student, teacher, config
+        self.teacher_stats: Dict[str, Any] = {}  # filled by teacher_targets, e.g. teacher_rows (of this rank)
 
     def check(self, inputs: StageInputs) -> None:
         """Model checks (tokenizers, sizes), before any data work."""
 
     def teacher_targets(self, data: StageData, inputs: StageInputs, device: torch.device, scratch: Path) -> bool:
-        """Add the teacher's targets to ``data.features``; True if a teacher pass ran (it is timed)."""
+        """Add the teacher's targets to ``data.features``; True if a teacher pass ran (it is timed). Anything put
+        in ``self.teacher_stats`` (e.g. ``teacher_rows``: rows this rank computed) joins the metrics."""
         return False
 
     def loss(self, inputs: StageInputs, device: torch.device) -> Loss:
@@ -136,7 +138,7 @@ class ReaderStage:
             train_config = self.train_config(inputs, data, device, loss_fn)
             result = self._train(data, loss_fn, train_config, device, timings)
         metrics = {"loss": result.loss, "global_step": result.global_step, "stopped_early": result.stopped_early,
-                   **timings, **self.extra_metrics(loss_fn)}
+                   **timings, **self.teacher_stats, **self.extra_metrics(loss_fn)}
         record = {"stage": self.name, "world_size": world()[1],
                   **{k: str(v) for k, v in train_config.run_fields.items()}}
         return finish(self.student, inputs, data, metrics, record, self.save_extra(loss_fn))
