@@ -233,6 +233,7 @@ RECIPES = {
     "lr2e4_kd": Recipe(learning_rate=2e-4),
     "lr1e4_aug_long_kd": Recipe(learning_rate=1e-4, train_file="train_aug.json", passes=2),
     "lr1e4_td_kd": Recipe(learning_rate=1e-4, td=True),
+    "lr1e4_td_kd_seed2": Recipe(learning_rate=1e-4, td=True, kd={"seed": 2}),
 }
 TD = dict(n_epochs=1, learning_rate=1e-4, attention_weight=0.01, distillation_loss_weight=0.0)
 
@@ -438,7 +439,9 @@ LABELS = {"no_kd": "student {l}L, fine-tuned, no KD", "haystack_kd": "student {l
           "lr1e4_aug_long_kd": "student {l}L, ours: prediction-layer KD at lr 1e-4 on augmented data, twice the "
                                "steps (slices)",
           "lr1e4_td_kd": "student {l}L, ours: intermediate (attention weight 0.01) + prediction-layer KD at lr 1e-4 "
-                         "(slices)"}
+                         "(slices)",
+          "lr1e4_td_kd_seed2": "student {l}L, ours: intermediate (attention weight 0.01) + prediction-layer KD at lr "
+                               "1e-4 (slices), training seed 2"}
 
 
 def model_dir(run: Path, stage: str, layers: int) -> Path:
