@@ -29,8 +29,10 @@ from typing import Any, Dict, Iterator, List, Optional
 READER_KW = dict(use_gpu=False, max_seq_len=64, doc_stride=16, max_query_length=16, progress_bar=False,
                  num_processes=0)
 TEMPERATURE, KD_WEIGHT = 2.0, 6 / 7  # the benchmark's KD setting (BENCHMARKS.md)
-#: logger -> level while the demo runs (unless --verbose); transformers' "newly initialized QA head" is expected
-QUIET_LOGGERS = {"haystack": logging.WARNING, "haystack_distill": logging.WARNING, "transformers": logging.ERROR,
+#: logger -> level while the demo runs (unless --verbose); the ERROR ones warn on every load of a fresh or saved
+#: QA head ("newly initialized", "unused parameters"), which the demo expects
+QUIET_LOGGERS = {"haystack": logging.WARNING, "haystack.modeling.model.prediction_head": logging.ERROR,
+                 "haystack_distill": logging.WARNING, "transformers": logging.ERROR,
                  "sentence_transformers": logging.WARNING, "torch": logging.WARNING, "augment": logging.WARNING}
 
 

@@ -75,6 +75,7 @@ def test_quiet_hides_library_info_logs_and_restores_levels():
     before = haystack.level
     with demo.quiet(verbose=False):
         assert not haystack.isEnabledFor(logging.INFO)
+        assert not logging.getLogger("haystack.modeling.model.prediction_head").isEnabledFor(logging.WARNING)
     assert haystack.level == before
     with demo.quiet(verbose=True):
         assert haystack.level == before
