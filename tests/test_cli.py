@@ -48,9 +48,10 @@ def test_help_text_shows_the_python_api_defaults(capsys):
     with pytest.raises(SystemExit):
         cli.main(["distil-tinybert", "--help"])
     out = _flat(capsys.readouterr().out)
-    assert "--intermediate-epochs N passes over the data (default: 5)" in out
+    assert "--intermediate-epochs N passes over the data (default: 1)" in out
     assert "--prediction-epochs N passes over the data (default: 2)" in out
-    assert "--intermediate-learning-rate LR AdamW peak learning rate (default: 5e-05)" in out
+    assert "--intermediate-learning-rate LR AdamW peak learning rate (default: 0.0001)" in out
+    assert "--prediction-learning-rate LR AdamW peak learning rate (default: 0.0001)" in out
     assert "--teacher TEACHER fine-tuned teacher reader (Haystack or transformers folder) --student" in out
     with pytest.raises(SystemExit):
         cli.main(["distil-reader", "--help"])
@@ -58,18 +59,21 @@ def test_help_text_shows_the_python_api_defaults(capsys):
 
 
 def test_distil_tinybert_defaults_match_distil_tinybert_from_stages():
+    """The CLI's stage defaults are the stage methods' defaults with distil_tinybert_from's presets on top."""
     import inspect
 
     from haystack_distill.reader import DistillableFARMReader
 
     args = cli.build_parser().parse_args(["distil-tinybert", "--teacher", "t", "--student", "s", "--data-dir", "d",
                                           "--train-filename", "f", "--save-dir", "o"])
+    from haystack_distill.reader.presets import TINYBERT_INTERMEDIATE, TINYBERT_PREDICTION
     from haystack_distill.reader.tinybert_cli import stage_kwargs
 
     stages = stage_kwargs(args)
-    for stage, method in (("intermediate", DistillableFARMReader.distil_intermediate_layers_from),
-                          ("prediction", DistillableFARMReader.distil_prediction_layer_from)):
-        defaults = {n: p.default for n, p in inspect.signature(method).parameters.items()}
+    for stage, method, presets in (
+            ("intermediate", DistillableFARMReader.distil_intermediate_layers_from, TINYBERT_INTERMEDIATE),
+            ("prediction", DistillableFARMReader.distil_prediction_layer_from, TINYBERT_PREDICTION)):
+        defaults = {**{n: p.default for n, p in inspect.signature(method).parameters.items()}, **presets}
         for key, value in stages[stage].items():
             if key not in ("show_progress", "checkpoint_root_dir"):
                 assert value == defaults[key], (stage, key)

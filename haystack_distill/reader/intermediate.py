@@ -47,7 +47,7 @@ class IntermediateLayerLoss(nn.Module):
     """TinyBERT stage-1 loss between a student and a teacher ``AdaptiveModel``; owns the projections."""
 
     def __init__(self, student: Any, teacher: Any, mapping: Dict[int, int], *, embedding_weight: float = 1.0,
-                 hidden_weight: float = 1.0, attention_weight: float = 1.0, attention_loss: str = "scores",
+                 hidden_weight: float = 1.0, attention_weight: float = 0.01, attention_loss: str = "scores",
                  prediction_weight: float = 0.5, prediction_loss: DistillationLoss = "mse",
                  temperature: float = 1.0, kd_mask: str = "span", teacher_batch_size: Optional[int] = None) -> None:
         super().__init__()

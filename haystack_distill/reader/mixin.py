@@ -24,6 +24,7 @@ from typing import Any, Callable, Dict, List, Optional, Union
 from .config import IntermediateLayerConfig, PredictionLayerConfig
 from .intermediate import distil_intermediate_layers
 from .prediction import distil_prediction_layer
+from .presets import TINYBERT_INTERMEDIATE, TINYBERT_PREDICTION
 
 LossArg = Union[str, Callable[..., Any]]
 
@@ -173,7 +174,7 @@ class DistillationMixin:
         layer_mapping: Union[str, Dict[int, int]] = "uniform",
         embedding_weight: float = 1.0,
         hidden_weight: float = 1.0,
-        attention_weight: float = 1.0,
+        attention_weight: float = 0.01,
         attention_loss: str = "scores",
         kd_mask: str = "span",
         resume: Union[bool, str] = False,
@@ -194,7 +195,9 @@ class DistillationMixin:
         Keyword-only extras:
             layer_mapping: ``"uniform"`` (TinyBERT: student layer i <- last teacher layer of block i),
                 ``"last"`` (the top teacher layers) or an explicit ``{student_layer: teacher_layer}`` dict (0-based).
-            embedding_weight, hidden_weight, attention_weight: weights of the three intermediate terms.
+            embedding_weight, hidden_weight, attention_weight: weights of the three intermediate terms (attention
+                0.01: its pre-softmax score MSE is ~100x the hidden-state MSE, so TinyBERT's equal weights let it
+                drown the hidden states; BENCHMARKS.md "Student quality").
             attention_loss: ``"scores"`` (MSE of masked pre-softmax scores), ``"kl"`` (KL of attention
                 distributions; needs eager attention) or ``"none"``.
             seed, kd_mask, resume, doc_stride, max_query_length: as in :meth:`distil_prediction_layer_from`
@@ -211,34 +214,39 @@ class DistillationMixin:
                              intermediate: Union[Dict[str, Any], bool, None] = None,
                              prediction: Optional[Dict[str, Any]] = None,
                              prediction_on_augmented: bool = True) -> Dict[str, Dict[str, Any]]:
-        """TinyBERT's task distillation in one call, on the recipe that measured best (BENCHMARKS.md).
+        """TinyBERT's task distillation in one call, with the settings that measured best (BENCHMARKS.md,
+        "Student quality": a 3-layer MiniLM reader from 30.7 F1 with prediction-layer KD alone to 40-47).
 
         1. Intermediate layers (stage 1, on the augmented file when given), saved to
-           ``save_dir/stage1_intermediate``; ``intermediate=False`` skips it.
+           ``save_dir/stage1_intermediate``; ``intermediate=False`` skips it. Defaults here
+           (:data:`~haystack_distill.reader.presets.TINYBERT_INTERMEDIATE`): one epoch at lr 1e-4, batch 16, the
+           hidden states and embeddings only (attention weight 0.01, no span KD).
         2. Prediction layer, saved to ``save_dir/stage2_prediction``: on the augmented file too when given and
-           ``prediction_on_augmented`` (the teacher labels every augmented copy, so the student learns from soft
-           targets on inputs it has never seen the answer of), else on the original file.
+           ``prediction_on_augmented`` (the teacher labels every augmented copy), else on the original file.
+           Defaults here (:data:`~haystack_distill.reader.presets.TINYBERT_PREDICTION`): lr 1e-4, batch 16, T=2,
+           KD weight 6/7.
 
-        Start from a general-distillation student (:func:`haystack_distill.general.distil_general`) for the best
-        results: ``DistillableFARMReader("minilm-3l-gd")`` is such a student with a fresh QA head.
-        ``intermediate``/``prediction`` hold extra keyword arguments per stage.
+        ``intermediate``/``prediction`` hold keyword arguments per stage; they override those defaults. Start from
+        a student cut from the base (not fine-tuned) encoder with :func:`~haystack_distill.reader.student_from_teacher`;
+        a general-distillation student (:func:`haystack_distill.general.distil_general`) helps only when its GD
+        teacher's last layers carry token-level information (GD toward a sentence-embedding model made readers worse).
 
         Example:
-            >>> student = DistillableFARMReader("models/minilm-3l-gd")  # doctest: +SKIP
+            >>> student = DistillableFARMReader("models/minilm-3l")  # doctest: +SKIP
             >>> student.distil_tinybert_from(teacher, "data", "train.json", "models/tiny",
-            ...     augmented_train_filename="train_aug.json", dev_filename="dev.json")  # doctest: +SKIP
+            ...     dev_filename="dev.json")  # doctest: +SKIP
         """
         stage1: Dict[str, Any] = {}
         if intermediate is not False:
             stage1 = self.distil_intermediate_layers_from(
                 teacher_model, data_dir=data_dir, train_filename=augmented_train_filename or train_filename,
                 save_dir=str(Path(save_dir) / "stage1_intermediate"),
-                **(intermediate if isinstance(intermediate, dict) else {}))
+                **{**TINYBERT_INTERMEDIATE, **(intermediate if isinstance(intermediate, dict) else {})})
         on_augmented = augmented_train_filename is not None and prediction_on_augmented
         stage2 = self.distil_prediction_layer_from(
             teacher_model, data_dir=data_dir, train_filename=augmented_train_filename if on_augmented else
             train_filename, dev_filename=dev_filename, save_dir=str(Path(save_dir) / "stage2_prediction"),
-            **(prediction or {}))
+            **{**TINYBERT_PREDICTION, **(prediction or {})})
         return {"intermediate": stage1, "prediction": stage2}
 
     def train_reader(self, data_dir: str, train_filename: str, dev_filename: Optional[str] = None, *,

@@ -10,8 +10,16 @@ from typing import Any, Dict, Union
 
 from ..cli import fraction, positive_float, positive_int
 from .cli import add_hard_loss_padding, check_model_path
+from .presets import TINYBERT_INTERMEDIATE, TINYBERT_PREDICTION
 
 STAGE_FOLDERS = ("stage1_intermediate", "stage2_prediction")
+
+
+# the stage methods' signature defaults with distil_tinybert_from's presets on top (tests compare them)
+STAGE1: Dict[str, Any] = {"n_epochs": 5, "learning_rate": 5e-5, "batch_size": 10, "attention_weight": 0.01,
+                          "distillation_loss_weight": 0.5, "temperature": 1.0, **TINYBERT_INTERMEDIATE}
+STAGE2: Dict[str, Any] = {"n_epochs": 2, "learning_rate": 3e-5, "batch_size": 10, "distillation_loss_weight": 0.5,
+                          "temperature": 1.0, **TINYBERT_PREDICTION}
 
 
 def layer_mapping(text: str) -> Union[str, Dict[int, int]]:
@@ -84,33 +92,39 @@ def _handler(args: argparse.Namespace) -> int:
 def _add_stage1(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("stage 1: intermediate layers (saved to SAVE_DIR/stage1_intermediate)")
     g.add_argument("--no-intermediate", action="store_true", help="skip stage 1: prediction-layer KD only")
-    g.add_argument("--intermediate-epochs", type=positive_int, default=5, metavar="N", help="passes over the data")
-    g.add_argument("--intermediate-learning-rate", type=positive_float, default=5e-5, metavar="LR",
+    g.add_argument("--intermediate-epochs", type=positive_int, default=STAGE1["n_epochs"], metavar="N",
+                   help="passes over the data")
+    g.add_argument("--intermediate-learning-rate", type=positive_float, default=STAGE1["learning_rate"], metavar="LR",
                    help="AdamW peak learning rate")
-    g.add_argument("--intermediate-batch-size", type=positive_int, default=10, metavar="N", help="features per step")
+    g.add_argument("--intermediate-batch-size", type=positive_int, default=STAGE1["batch_size"], metavar="N",
+                   help="features per step")
     g.add_argument("--layer-mapping", type=layer_mapping, default="uniform",
                    help="student layer <- teacher layer: uniform (TinyBERT), last, or pairs like 0:1,1:3")
     g.add_argument("--embedding-weight", type=float, default=1.0, help="weight of the embedding-output MSE")
     g.add_argument("--hidden-weight", type=float, default=1.0, help="weight of the hidden-state MSE")
-    g.add_argument("--attention-weight", type=float, default=1.0, help="weight of the attention term")
+    g.add_argument("--attention-weight", type=float, default=STAGE1["attention_weight"],
+                   help="weight of the attention term (its score MSE is ~100x the hidden-state MSE)")
     g.add_argument("--attention-loss", default="scores", choices=["scores", "kl", "none"],
                    help="scores: MSE of masked pre-softmax scores; kl: KL of attention distributions")
     g.add_argument("--intermediate-loss", default="mse", choices=["kl_div", "mse", "soft_ce"],
                    help="span-KD loss mixed into stage 1")
-    g.add_argument("--intermediate-kd-weight", type=fraction, default=0.5,
+    g.add_argument("--intermediate-kd-weight", type=fraction, default=STAGE1["distillation_loss_weight"],
                    help="share of the span KD in stage 1's loss (0: intermediate layers only)")
 
 
 def _add_stage2(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("stage 2: prediction layer (saved to SAVE_DIR/stage2_prediction)")
-    g.add_argument("--prediction-epochs", type=positive_int, default=2, metavar="N", help="passes over the data")
-    g.add_argument("--prediction-learning-rate", type=positive_float, default=3e-5, metavar="LR",
+    g.add_argument("--prediction-epochs", type=positive_int, default=STAGE2["n_epochs"], metavar="N",
+                   help="passes over the data")
+    g.add_argument("--prediction-learning-rate", type=positive_float, default=STAGE2["learning_rate"], metavar="LR",
                    help="AdamW peak learning rate")
-    g.add_argument("--prediction-batch-size", type=positive_int, default=10, metavar="N", help="features per step")
+    g.add_argument("--prediction-batch-size", type=positive_int, default=STAGE2["batch_size"], metavar="N",
+                   help="features per step")
     g.add_argument("--prediction-on-original", action="store_true",
                    help="train stage 2 on --train-filename even when --augmented-train-filename is given")
     g.add_argument("--loss", default="kl_div", choices=["kl_div", "mse", "soft_ce"], help="KD loss on start/end")
-    g.add_argument("--weight", type=fraction, default=0.5, help="distillation_loss_weight: share of the KD loss")
+    g.add_argument("--weight", type=fraction, default=STAGE2["distillation_loss_weight"],
+                   help="distillation_loss_weight: share of the KD loss")
     g.add_argument("--teacher-top-k", type=positive_int, help="cache only the teacher's k most likely start/end "
                                                               "positions (default: all)")
     add_hard_loss_padding(g)
@@ -136,7 +150,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--save-dir", required=True, help="output folder; the stages write into sub-folders")
     _add_stage1(p)
     _add_stage2(p)
-    p.add_argument("--temperature", type=positive_float, default=1.0, help="KD temperature of both stages")
+    p.add_argument("--temperature", type=positive_float, default=STAGE2["temperature"],
+                   help="KD temperature of both stages")
     p.add_argument("--max-seq-len", type=positive_int, default=256, help="tokens per feature")
     p.add_argument("--doc-stride", type=positive_int, default=128, help="overlap of a long context's windows")
     p.add_argument("--max-query-length", type=positive_int, default=64, help="question tokens kept")
