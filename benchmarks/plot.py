@@ -5,7 +5,8 @@
 Rows that differ only in their training seed are drawn as one point at their mean with a bar over their range;
 the student size is written beside each method's best point of that size. The x axis is each row's speed-up
 over the fp32 teacher measured in the same run (the reader table and the ONNX export table ran separately, so
-their absolute questions/s differ; their ratios do not depend on that).
+their absolute questions/s differ; their ratios do not depend on that). Rows that were only scored
+(``reader.py --score``, ``reader-full-scores.json``) take the median speed-up measured for their student size.
 """
 
 from __future__ import annotations
@@ -24,8 +25,10 @@ METHODS = {
     "teacher (fp32)": ("black", "*"),
     "no KD (labels only)": ("tab:gray", "o"),
     "Haystack 1.26.4 KD": ("tab:red", "s"),
-    "ours: prediction-layer KD": ("tab:blue", "D"),
-    "ours: other recipes (GD, intermediate, augmented)": ("tab:green", "^"),
+    "ours: prediction-layer KD, lr 5e-5": ("tab:blue", "D"),
+    "ours: other recipes at lr 5e-5 (GD, intermediate, augmented)": ("tab:olive", "v"),
+    "ours: prediction-layer KD, lr 1e-4": ("tab:cyan", "D"),
+    "ours: intermediate + prediction KD, lr 1e-4 (distil_tinybert_from)": ("tab:green", "^"),
     "ONNX Runtime int8": ("tab:purple", "P"),
 }
 SEED = re.compile(r",? (training )?seed 2( instead of (42|its fixed 42))?")
@@ -41,9 +44,12 @@ def method_of(reader: str) -> str:
         return "no KD (labels only)"
     if "Haystack" in reader:
         return "Haystack 1.26.4 KD"
+    if "lr 1e-4" in reader:
+        return ("ours: intermediate + prediction KD, lr 1e-4 (distil_tinybert_from)" if "intermediate" in reader
+                else "ours: prediction-layer KD, lr 1e-4")
     if re.search(r"GD|intermediate|augmented", reader):
-        return "ours: other recipes (GD, intermediate, augmented)"
-    return "ours: prediction-layer KD"
+        return "ours: other recipes at lr 5e-5 (GD, intermediate, augmented)"
+    return "ours: prediction-layer KD, lr 5e-5"
 
 
 def size_of(reader: str) -> str:
@@ -84,15 +90,30 @@ def plot(rows: List[Dict], path: Path) -> None:
     ax.grid(alpha=0.3)
     handles, labels = ax.get_legend_handles_labels()
     order = sorted(range(len(labels)), key=lambda i: list(METHODS).index(labels[i]))
-    ax.legend([handles[i] for i in order], [labels[i] for i in order], fontsize=8, loc="lower right")
+    ax.legend([handles[i] for i in order], [labels[i] for i in order], fontsize=7.5, loc="center right",
+              bbox_to_anchor=(0.995, 0.58))
     fig.tight_layout()
     tmp = path.with_name(f".{path.name}.tmp.png")
     fig.savefig(tmp, dpi=120)
     os.replace(tmp, path)
 
 
+def scored_rows(table: List[Dict], scores: List[Dict]) -> List[Dict]:
+    """Rows scored with ``reader.py --score`` (F1 only): their speed-up is the median measured in ``table`` for
+    students of the same size (a student's speed depends on its architecture, not on how it was trained)."""
+    rows = []
+    for score in scores:
+        same = sorted(r["speedup_vs_first"] for r in table if size_of(r["reader"]) == f"{score['layers']}L")
+        if same:
+            rows.append({**score, "speedup_vs_first": same[len(same) // 2]})
+    return rows
+
+
 def main() -> int:
     rows = json.loads((RESULTS / "reader-full.json").read_text())
+    scores = RESULTS / "reader-full-scores.json"
+    if scores.is_file():  # the student-quality rows
+        rows += scored_rows(rows, json.loads(scores.read_text()))
     export = RESULTS / "export-full.json"
     if export.is_file():  # the int8 rows; their fp32 twins are already in the reader table
         rows += [r for r in json.loads(export.read_text()) if "int8" in r["reader"]]

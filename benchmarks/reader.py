@@ -517,18 +517,26 @@ def evaluate(profile: str) -> List[Dict[str, Any]]:
 
 
 def score(profile: str, stages: List[str], layers: int) -> None:
-    """EM/F1 of finished stages' readers on the profile's dev questions (one line of JSON each)."""
+    """EM/F1 of finished stages' readers on the profile's dev questions: one line of JSON each, also merged into
+    ``benchmarks/results/reader-<profile>-scores.json`` (keyed by stage and size, with the stage's wall time)."""
     from haystack_distill.evaluation.reader import evaluate_reader
+    from haystack_distill.io import atomic_write_text
     from haystack_distill.reader import DistillableFARMReader
 
     cfg = PROFILES[profile]
     dev = write_subset("dev-v1.1-36articles.json", cfg["dev_articles"], run_dir(profile, cfg) / "data" / "dev.json")
+    scores = ROOT / "benchmarks" / "results" / f"reader-{profile}-scores.json"
     for stage in stages:
         path = model_dir(stage_dir(profile, cfg, stage), stage, layers)
         metrics = evaluate_reader(DistillableFARMReader(str(path), **reader_kwargs(cfg)), dev,
                                   max_questions=cfg["dev_questions"])
-        print(json.dumps({"stage": stage, "layers": layers, **{k: metrics[k] for k in ("em", "f1", "questions")}}),
-              flush=True)
+        record = json.loads((stage_dir(profile, cfg, stage) / f"{stage}-{layers}l.result.json").read_text())
+        row = {"stage": stage, "layers": layers, **{k: metrics[k] for k in ("em", "f1", "questions")},
+               "reader": LABELS.get(stage, stage).format(l=layers), "wall_seconds": record["wall_seconds"]}
+        print(json.dumps(row), flush=True)
+        rows = json.loads(scores.read_text()) if scores.is_file() else []
+        rows = [r for r in rows if (r["stage"], r["layers"]) != (stage, layers)] + [row]
+        atomic_write_text(scores, json.dumps(rows, indent=2))
 
 
 INIT_NOTE = {"base": "layers [0, 2, 4] (3L) / [0, 3] (2L) of the packaged base encoder, fresh QA head",
