@@ -584,7 +584,7 @@ def main() -> int:
     group.add_argument("--full", action="store_const", dest="profile", const="full")
     group.add_argument("--profile", choices=sorted(PROFILES))
     parser.add_argument("--stage", choices=sorted(STAGES), help=argparse.SUPPRESS)
-    parser.add_argument("--layers", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--layers", type=int, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--only", nargs="*", default=[], choices=sorted(STAGES), help="run only these stages")
     parser.add_argument("--extended", action="store_true",
                         help="full profile: also the intermediate + prediction and augmentation rows, the other "
@@ -605,10 +605,10 @@ def main() -> int:
         PROFILES[profile]["extended"] = True
     from haystack_distill.io import atomic_write_text
     if args.stage:
-        run_stage(profile, args.stage, args.layers)
+        run_stage(profile, args.stage, args.layers or 0)
         return 0
     if args.score:
-        score(profile, args.score, args.layers or PROFILES[profile]["layers"][0])
+        score(profile, args.score, PROFILES[profile]["layers"][0] if args.layers is None else args.layers)
         return 0
     name, command = profile, f"python benchmarks/reader.py --{profile}"
     if args.dev_articles:
