@@ -489,12 +489,16 @@ def job_order(layers: List[int], extended: bool = True, kd_checks: bool = True) 
     order += [("ours_kd", n) for n in rest]
     if not extended:
         return order
+    # the student-quality rows that measured best (BENCHMARKS.md "Student quality, second run"), then their parts
+    order += [("lr1e4_td_kd", first), ("lr1e4_td_kd_seed2", first)] + [("lr1e4_td_kd", n) for n in rest]
+    order += [(s, first) for s in ("lr1e4_kd", "lr1e4_kd_seed2", "td_kd")]
     checks = [(s, first) for s in ("haystack_kd_seed2", *KD_CHECKS)] if kd_checks else []
     order += [("ours_tinybert", n) for n in layers] + checks
     order += [(s, n) for n in rest for s in ("haystack_kd", "no_kd")]
     order += [("gd", n) for n in layers] + [("gd_kd", first), ("gd_kd_seed2", first)]  # GD, then its rows
     order += [("gd_teacher", first), ("gd_teacher_kd", first)]
     order += [("augment", 0)] + [("gd_aug_kd", n) for n in layers] + [("gd_aug_kd_seed2", first), ("aug_kd", first)]
+    order += [(s, first) for s in ("long_kd", "aug_long_kd", "lr2e4_kd", "lr1e4_aug_long_kd")]  # not run yet
     return order + [("ours_aug", n) for n in layers]
 
 

@@ -32,6 +32,10 @@ def main(root: Path) -> None:
         except Exception as err:  # noqa: BLE001 - reported to the test
             report[name] = {"error": f"{type(err).__name__}: {err}"}
     (root / f"report{rank}.json").write_text(json.dumps(report))
+    import torch.distributed as dist
+
+    dist.barrier()
+    dist.destroy_process_group()  # gloo's threads must stop before exit, or a rank may abort on shutdown
 
 
 if __name__ == "__main__":
