@@ -33,22 +33,6 @@ def test_the_demo_writes_three_rows_and_its_setup(tiny_demo, capsys):
     assert result["rows"] == rows
 
 
-def test_a_teacher_below_the_f1_bar_trains_one_more_epoch_and_is_the_one_scored(tiny_demo):
-    out, cfg, result = tiny_demo
-    check = json.loads((out / "teacher-check.json").read_text())
-    assert check["f1"] < cfg.teacher_min_f1  # a tiny random model stays far below 70
-    assert (out / "teacher-extra" / "distillation.json").is_file()
-    assert result["setup"]["teacher_dir"] == "teacher-extra"
-    assert result["setup"]["teacher_train_f1"] == check["f1"]
-
-
-def test_a_teacher_above_the_f1_bar_is_kept(tmp_path, tiny_models):
-    cfg = demo.DemoConfig(base_model=str(tiny_models["teacher"]), teacher_min_f1=0.0, **TINY)
-    data = demo.write_data(tmp_path, cfg)
-    _, path = demo.train_teacher(cfg, data, tmp_path, 1)
-    assert path == tmp_path / "teacher" and not (tmp_path / "teacher-extra").exists()
-
-
 def test_the_students_start_from_the_base_encoder_layers_0_and_2(tiny_demo):
     from haystack_distill.reader import DistillableFARMReader
 
