@@ -24,7 +24,7 @@ import logging
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Dict, Iterator, List, Optional
 
 READER_KW = dict(use_gpu=False, max_seq_len=64, doc_stride=16, max_query_length=16, progress_bar=False,
                  num_processes=0)
@@ -45,16 +45,12 @@ class DemoConfig:
     unlabelled_paragraphs: int = 128  # questions without answers: the KD student learns the teacher's on them
     dev_paragraphs: int = 40
     teacher_epochs: int = 2
-    teacher_lr: float = 2e-4
-    teacher_min_f1: float = 70.0  # F1 on its training questions below which the teacher trains on
-    teacher_extra_epochs: int = 1
-    student_lr: float = 2e-4
     kd_epochs: int = 2  # the student without KD takes as many steps (more epochs over fewer paragraphs)
     layers: int = 2
     seed: int = 42
     base_model: Optional[str] = None  # default: the packaged all-MiniLM-L6-v2
     reader_kwargs: Optional[Dict[str, Any]] = None  # default: READER_KW
-    batch_size: int = 8  # small batches: twice the optimizer steps of 16 for about the same CPU time
+    batch_size: int = 16
     repeats: int = 3  # timing repeats of the speed column
 
     def reader_kw(self) -> Dict[str, Any]:
@@ -129,39 +125,17 @@ def _done(path: Path) -> bool:
     return (path / "distillation.json").is_file()
 
 
-def train_teacher(cfg: DemoConfig, data: Path, out: Path, n_train: int) -> Tuple[Any, Path]:
-    """Fine-tune (or reload) the teacher: the base encoder + a QA head on ``teacher-train.json``; returns the
-    teacher and its folder.
-
-    A short run sometimes stays on the plateau where the reader finds an answer of the right type but not the
-    right person's; then its F1 on the students' labelled questions (which it trained on) stays below
-    ``cfg.teacher_min_f1`` and it trains ``cfg.teacher_extra_epochs`` more epochs (into ``teacher-extra``).
-    """
-    from .evaluation.reader import evaluate_reader
+def train_teacher(cfg: DemoConfig, data: Path, save: Path, n_train: int) -> Any:
+    """Fine-tune (or reload) the teacher: the base encoder + a QA head on ``teacher-train.json``."""
     from .reader import DistillableFARMReader
 
-    first, extra = out / "teacher", out / "teacher-extra"
-    train = dict(data_dir=str(data), train_filename="teacher-train.json", learning_rate=cfg.teacher_lr,
-                 batch_size=cfg.batch_size, evaluate_every=0)
-    if not _done(first):
+    if not _done(save):
         say(f"[1/4] teacher: all-MiniLM-L6-v2 + QA head, {n_train} labelled questions, {cfg.teacher_epochs} epochs")
-        DistillableFARMReader(cfg.base_model or str(minilm_path()), **cfg.reader_kw()).train_reader(
-            n_epochs=cfg.teacher_epochs, seed=cfg.seed, save_dir=str(first), **train)
-    if _done(extra):
-        return DistillableFARMReader(str(extra), **cfg.reader_kw()), extra
-    teacher = DistillableFARMReader(str(first), **cfg.reader_kw())
-    check = out / "teacher-check.json"
-    if check.is_file():
-        f1 = json.loads(check.read_text())["f1"]
-    else:
-        f1 = evaluate_reader(teacher, data / "labelled.json")["f1"]
-        check.write_text(json.dumps({"f1": f1, "min_f1": cfg.teacher_min_f1}))
-    if f1 >= cfg.teacher_min_f1 or cfg.teacher_extra_epochs < 1:
-        return teacher, first
-    say(f"      teacher F1 on its training questions is {f1:.1f} (< {cfg.teacher_min_f1:g}): "
-        f"{cfg.teacher_extra_epochs} more epoch(s)")
-    teacher.train_reader(n_epochs=cfg.teacher_extra_epochs, seed=cfg.seed + 1, save_dir=str(extra), **train)
-    return DistillableFARMReader(str(extra), **cfg.reader_kw()), extra
+        teacher = DistillableFARMReader(cfg.base_model or str(minilm_path()), **cfg.reader_kw())
+        teacher.train_reader(data_dir=str(data), train_filename="teacher-train.json", n_epochs=cfg.teacher_epochs,
+                             learning_rate=2e-4, batch_size=cfg.batch_size, seed=cfg.seed, evaluate_every=0,
+                             save_dir=str(save))
+    return DistillableFARMReader(str(save), **cfg.reader_kw())
 
 
 def student_layers(n: int, encoder_layers: int) -> List[int]:
@@ -201,8 +175,7 @@ def train_students(cfg: DemoConfig, out: Path, data: Path, teacher: Any) -> Dict
         atomic_write_json(kd_file, _squad(paragraphs, "demo-kd-train"))
     n_labelled, n_kd = n_questions(load_squad(data / "labelled.json")), n_questions(load_squad(kd_file))
     base_epochs = max(1, round(cfg.kd_epochs * n_kd / n_labelled))
-    common = dict(data_dir=str(data), batch_size=cfg.batch_size, seed=cfg.seed, evaluate_every=0,
-                  learning_rate=cfg.student_lr)
+    common = dict(data_dir=str(data), batch_size=cfg.batch_size, seed=cfg.seed, evaluate_every=0, learning_rate=2e-4)
     if not _done(out / "student-no-kd"):
         say(f"[3/4] student without KD: {n_labelled} labelled questions, {base_epochs} epochs")
         DistillableFARMReader(init, **cfg.reader_kw()).train_reader(
@@ -226,13 +199,11 @@ def run_demo(output_dir: Path, cfg: Optional[DemoConfig] = None) -> Dict[str, An
     data = write_data(output_dir, cfg)
     from .squad import load_squad
 
-    teacher, teacher_dir = train_teacher(cfg, data, output_dir, n_questions(load_squad(data / "teacher-train.json")))
-    setup = {**asdict(cfg), "teacher_dir": teacher_dir.name,
-             "teacher_train_f1": json.loads((output_dir / "teacher-check.json").read_text())["f1"],
-             **train_students(cfg, output_dir, data, teacher)}
+    teacher = train_teacher(cfg, data, output_dir / "teacher", n_questions(load_squad(data / "teacher-train.json")))
+    setup = {**asdict(cfg), **train_students(cfg, output_dir, data, teacher)}
     depth = teacher.inferencer.model.language_model.model.config.num_hidden_layers
     say(f"scoring on {n_questions(load_squad(data / 'dev.json'))} dev questions")
-    rows = benchmark_reader({f"teacher ({depth} layers)": teacher_dir,
+    rows = benchmark_reader({f"teacher ({depth} layers)": output_dir / "teacher",
                              f"student {cfg.layers} layers, no KD": output_dir / "student-no-kd",
                              f"student {cfg.layers} layers, KD (ours)": output_dir / "student-kd"},
                             data / "dev.json", repeats=cfg.repeats, reader_kwargs=cfg.reader_kw())
