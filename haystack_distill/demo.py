@@ -51,6 +51,8 @@ class DemoConfig:
     base_model: Optional[str] = None  # default: the packaged all-MiniLM-L6-v2
     reader_kwargs: Optional[Dict[str, Any]] = None  # default: READER_KW
     batch_size: int = 16
+    teacher_learning_rate: float = 2e-4
+    student_learning_rate: float = 2e-4
     repeats: int = 3  # timing repeats of the speed column
 
     def reader_kw(self) -> Dict[str, Any]:
@@ -133,7 +135,8 @@ def train_teacher(cfg: DemoConfig, data: Path, save: Path, n_train: int) -> Any:
         say(f"[1/4] teacher: all-MiniLM-L6-v2 + QA head, {n_train} labelled questions, {cfg.teacher_epochs} epochs")
         teacher = DistillableFARMReader(cfg.base_model or str(minilm_path()), **cfg.reader_kw())
         teacher.train_reader(data_dir=str(data), train_filename="teacher-train.json", n_epochs=cfg.teacher_epochs,
-                             learning_rate=2e-4, batch_size=cfg.batch_size, seed=cfg.seed, evaluate_every=0,
+                             learning_rate=cfg.teacher_learning_rate, batch_size=cfg.batch_size, seed=cfg.seed,
+                             evaluate_every=0,
                              save_dir=str(save))
     return DistillableFARMReader(str(save), **cfg.reader_kw())
 
@@ -175,7 +178,8 @@ def train_students(cfg: DemoConfig, out: Path, data: Path, teacher: Any) -> Dict
         atomic_write_json(kd_file, _squad(paragraphs, "demo-kd-train"))
     n_labelled, n_kd = n_questions(load_squad(data / "labelled.json")), n_questions(load_squad(kd_file))
     base_epochs = max(1, round(cfg.kd_epochs * n_kd / n_labelled))
-    common = dict(data_dir=str(data), batch_size=cfg.batch_size, seed=cfg.seed, evaluate_every=0, learning_rate=2e-4)
+    common = dict(data_dir=str(data), batch_size=cfg.batch_size, seed=cfg.seed, evaluate_every=0,
+                  learning_rate=cfg.student_learning_rate)
     if not _done(out / "student-no-kd"):
         say(f"[3/4] student without KD: {n_labelled} labelled questions, {base_epochs} epochs")
         DistillableFARMReader(init, **cfg.reader_kw()).train_reader(
