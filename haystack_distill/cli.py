@@ -278,6 +278,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     if not args.verbose:
         for name in ("haystack_distill", "augment"):  # our own INFO messages stay on
             logging.getLogger(name).setLevel(logging.INFO)
+        # transformers' "Some weights ... were not initialized" on every fresh QA head (read when it is imported)
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     return run_command(args)
 
 
