@@ -574,7 +574,7 @@ def to_markdown(rows, profile: str, command: str) -> str:
 
 
 def plot(rows, path: Path) -> None:
-    """F1 against speed-up, one colour and marker per method (benchmarks/plot.py, which also adds int8 rows)."""
+    """F1 against speed-up, one colour and marker per method (benchmarks/plot.py; its main() adds the int8 rows)."""
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from plot import plot as plot_methods
 

@@ -15,11 +15,9 @@ from .presets import TINYBERT_INTERMEDIATE, TINYBERT_PREDICTION
 STAGE_FOLDERS = ("stage1_intermediate", "stage2_prediction")
 
 
-# the stage methods' signature defaults with distil_tinybert_from's presets on top (tests compare them)
-STAGE1: Dict[str, Any] = {"n_epochs": 5, "learning_rate": 5e-5, "batch_size": 10, "attention_weight": 0.01,
-                          "distillation_loss_weight": 0.5, "temperature": 1.0, **TINYBERT_INTERMEDIATE}
-STAGE2: Dict[str, Any] = {"n_epochs": 2, "learning_rate": 3e-5, "batch_size": 10, "distillation_loss_weight": 0.5,
-                          "temperature": 1.0, **TINYBERT_PREDICTION}
+# the stage defaults the presets leave to the stage methods' signatures, then the presets (tests compare them)
+STAGE1: Dict[str, Any] = {"attention_weight": 0.01, **TINYBERT_INTERMEDIATE}
+STAGE2: Dict[str, Any] = {"n_epochs": 2, **TINYBERT_PREDICTION}
 
 
 def layer_mapping(text: str) -> Union[str, Dict[int, int]]:
