@@ -54,6 +54,8 @@ class DemoConfig:
     teacher_learning_rate: float = 2e-4
     student_learning_rate: float = 2e-4
     repeats: int = 3  # timing repeats of the speed column
+    paraphrased: bool = True  # the synthetic task: several wordings per fact (False: questions repeat the sentence)
+    max_people: int = 3  # people per paragraph (2..max_people): the same-type distractors
 
     def reader_kw(self) -> Dict[str, Any]:
         return dict(self.reader_kwargs or READER_KW)
@@ -88,7 +90,7 @@ def write_data(out: Path, cfg: DemoConfig) -> Path:
     from .io import atomic_write_json
     from .synthetic import make_squad_dataset
 
-    data, task = out / "data", dict(max_people=3, facts_per_person=2, paraphrased=True)
+    data, task = out / "data", dict(max_people=cfg.max_people, facts_per_person=2, paraphrased=cfg.paraphrased)
     labelled = make_squad_dataset(cfg.teacher_paragraphs, seed=cfg.seed, **task)["data"][0]["paragraphs"]
     unlabelled = make_squad_dataset(cfg.unlabelled_paragraphs, seed=cfg.seed + 1, **task)["data"][0]["paragraphs"]
     for para in unlabelled:
