@@ -55,7 +55,10 @@ class DemoConfig:
     student_learning_rate: float = 2e-4
     repeats: int = 3  # timing repeats of the speed column
     paraphrased: bool = True  # the synthetic task: several wordings per fact (False: questions repeat the sentence)
-    max_people: int = 3  # people per paragraph (2..max_people): the same-type distractors
+    min_people: int = 2  # people per paragraph (min_people..max_people): the same-type distractors
+    max_people: int = 3
+    facts_per_person: int = 2
+    labelled_wordings: int = 0  # the students' labelled questions use only this many wordings (0: all)
 
     def reader_kw(self) -> Dict[str, Any]:
         return dict(self.reader_kwargs or READER_KW)
@@ -90,13 +93,19 @@ def write_data(out: Path, cfg: DemoConfig) -> Path:
     from .io import atomic_write_json
     from .synthetic import make_squad_dataset
 
-    data, task = out / "data", dict(max_people=cfg.max_people, facts_per_person=2, paraphrased=cfg.paraphrased)
+    data = out / "data"
+    task = dict(min_people=cfg.min_people, max_people=cfg.max_people, facts_per_person=cfg.facts_per_person,
+                paraphrased=cfg.paraphrased)
     labelled = make_squad_dataset(cfg.teacher_paragraphs, seed=cfg.seed, **task)["data"][0]["paragraphs"]
+    students = labelled[: cfg.labelled_paragraphs]
+    if cfg.labelled_wordings:
+        students = make_squad_dataset(cfg.labelled_paragraphs, seed=cfg.seed + 3, wordings=cfg.labelled_wordings,
+                                      **task)["data"][0]["paragraphs"]
     unlabelled = make_squad_dataset(cfg.unlabelled_paragraphs, seed=cfg.seed + 1, **task)["data"][0]["paragraphs"]
     for para in unlabelled:
         for qa in para["qas"]:
             qa["answers"] = []
-    files = {"teacher-train.json": labelled, "labelled.json": labelled[: cfg.labelled_paragraphs],
+    files = {"teacher-train.json": labelled, "labelled.json": students,
              "unlabelled.json": unlabelled,
              "dev.json": make_squad_dataset(cfg.dev_paragraphs, seed=cfg.seed + 2, **task)["data"][0]["paragraphs"]}
     for name, paragraphs in files.items():

@@ -65,21 +65,23 @@ def _person(rng: random.Random, name: str, paraphrased: bool) -> Dict[str, str]:
 Fact = Tuple[str, str, str]  # sentence, question, answer
 
 
-def _fact(rng: random.Random, person: Dict[str, str], index: int, paraphrased: bool) -> Fact:
+def _fact(rng: random.Random, person: Dict[str, str], index: int, paraphrased: bool, wordings: int = 0) -> Fact:
     if not paraphrased:
         sentence, question, field = FACTS[index]
         return sentence.format(**person), question.format(**person), person[field]
     field, sentences, questions = RELATIONS[index]
+    if wordings:
+        sentences, questions = sentences[:wordings], questions[:wordings]
     return rng.choice(sentences).format(**person), rng.choice(questions).format(**person), person[field]
 
 
 def _paragraph(rng: random.Random, index: int, max_people: int, facts_per_person: int,
-               paraphrased: bool = False) -> Dict[str, Any]:
-    people = [_person(rng, n, paraphrased) for n in rng.sample(NAMES, rng.randint(2, max_people))]
+               paraphrased: bool = False, min_people: int = 2, wordings: int = 0) -> Dict[str, Any]:
+    people = [_person(rng, n, paraphrased) for n in rng.sample(NAMES, rng.randint(min_people, max_people))]
     facts: List[Tuple[Fact, str]] = []
     for person in people:
         for fact_idx in rng.sample(range(len(RELATIONS if paraphrased else FACTS)), facts_per_person):
-            facts.append((_fact(rng, person, fact_idx, paraphrased), person["name"]))
+            facts.append((_fact(rng, person, fact_idx, paraphrased, wordings), person["name"]))
     rng.shuffle(facts)
     context, qas = "", []
     for s_idx, ((sentence, question, answer), name) in enumerate(facts):
@@ -92,12 +94,17 @@ def _paragraph(rng: random.Random, index: int, max_people: int, facts_per_person
 
 
 def make_squad_dataset(n_paragraphs: int = 100, seed: int = 0, title: str = "synthetic", max_people: int = 3,
-                       facts_per_person: int = 3, paraphrased: bool = False) -> Dict[str, Any]:
-    """Return a SQuAD v2-format dict with ``n_paragraphs`` paragraphs of 2..``max_people`` people with
-    ``facts_per_person`` facts each (one question per fact); ``paraphrased`` picks the harder task."""
+                       facts_per_person: int = 3, paraphrased: bool = False, min_people: int = 2,
+                       wordings: int = 0) -> Dict[str, Any]:
+    """Return a SQuAD v2-format dict with ``n_paragraphs`` paragraphs of ``min_people``..``max_people`` people
+    with ``facts_per_person`` facts each (one question per fact); ``paraphrased`` picks the harder task, whose
+    sentences and questions use only their first ``wordings`` wordings if it is not 0 (all)."""
     n_facts = len(RELATIONS if paraphrased else FACTS)
-    if not 2 <= max_people <= len(NAMES) or not 1 <= facts_per_person <= n_facts:
-        raise ValueError(f"max_people must be in 2..{len(NAMES)} and facts_per_person in 1..{n_facts}.")
+    if not 1 <= min_people <= max_people <= len(NAMES) or not 1 <= facts_per_person <= n_facts:
+        raise ValueError(f"need 1 <= min_people <= max_people <= {len(NAMES)} and facts_per_person in 1..{n_facts}.")
+    if not 0 <= wordings <= 3:
+        raise ValueError(f"wordings must be 0 (all) or 1..3, got {wordings}.")
     rng = random.Random(seed)
-    paragraphs = [_paragraph(rng, i, max_people, facts_per_person, paraphrased) for i in range(n_paragraphs)]
+    paragraphs = [_paragraph(rng, i, max_people, facts_per_person, paraphrased, min_people, wordings)
+                  for i in range(n_paragraphs)]
     return {"version": "v2.0", "data": [{"title": title, "paragraphs": paragraphs}]}
