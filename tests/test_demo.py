@@ -110,3 +110,64 @@ def test_the_cli_parses_the_demo_options():
     args = build_parser().parse_args(["demo", "--seed", "7", "--output-dir", "x", "--verbose", "--threads", "1"])
     assert (args.seed, args.output_dir, args.verbose, args.threads) == (7, "x", True, 1)
     assert build_parser().parse_args(["demo"]).verbose is False
+
+
+
+def _template_regex(template):
+    import re
+
+    return re.compile(re.sub(r"\\\{\w+\\\}", ".+", re.escape(template)) + "$")
+
+
+def _wording_index(text, templates):
+    """Wording index (0-2) of ``text`` among the relations' ``templates`` (3 per relation); several relations may
+    match ("was born in" a city or a year) but must agree on the index."""
+    indexes = {i % 3 for i, t in enumerate(templates) if _template_regex(t).match(text)}  # 3 wordings each
+    assert len(indexes) == 1, (text, indexes)
+    return indexes.pop()
+
+
+def _wordings(paragraphs):
+    """Wording indexes of every question and every context sentence of one-person paragraphs."""
+    sentences = [s for _, ss, _ in RELATIONS for s in ss]
+    questions = [q for _, _, qs in RELATIONS for q in qs]
+    found = set()
+    for para in paragraphs:
+        for qa in para["qas"]:
+            found.add(_wording_index(qa["question"], questions))
+        for sentence in para["context"].split(". "):
+            found.add(_wording_index(sentence.rstrip(".") + ".", sentences))
+    return found
+
+
+def test_wordings_1_keeps_only_each_relations_first_sentence_and_question():
+    def paragraphs(wordings):
+        return make_squad_dataset(30, seed=5, min_people=1, max_people=1, facts_per_person=4, paraphrased=True,
+                                  wordings=wordings)["data"][0]["paragraphs"]
+
+    assert _wordings(paragraphs(1)) == {0}
+    assert _wordings(paragraphs(0)) == {0, 1, 2}
+    for para in paragraphs(1):
+        assert len(para["qas"]) == 4
+        for qa in para["qas"]:
+            answer = qa["answers"][0]
+            assert para["context"][answer["answer_start"]:].startswith(answer["text"])
+
+
+@pytest.mark.parametrize("bad", [dict(min_people=0), dict(min_people=3, max_people=2), dict(wordings=4)])
+def test_bad_task_options_are_refused_with_the_allowed_range(bad):
+    with pytest.raises(ValueError, match="min_people|wordings"):
+        make_squad_dataset(2, paraphrased=True, **bad)
+
+
+def test_the_students_labels_use_one_wording_and_the_dev_set_several(tiny_demo):
+    from haystack_distill.squad import load_squad
+
+    out, cfg, _ = tiny_demo
+    assert cfg.labelled_wordings == 1 and cfg.max_people == 1
+
+    def wordings(name):
+        return _wordings(load_squad(out / "data" / name)["data"][0]["paragraphs"])
+
+    assert wordings("labelled.json") == {0}
+    assert len(wordings("dev.json")) >= 2
