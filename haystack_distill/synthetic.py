@@ -1,10 +1,12 @@
 """A small SQuAD-format QA dataset generated from templates: offline data for the demo, tests and tutorials.
 
-Each paragraph describes two or three people; questions ask for one fact about one of them, so a reader must
-match the name in the question to the right sentence. With ``paraphrased=True`` (the demo's harder task) facts
-come from :data:`RELATIONS`: two relations share each answer type (born in / lives in a city, born / retired in a
-year), and sentences and questions are drawn from several wordings, so a question rarely repeats its sentence's
-words. Deterministic for a given seed.
+Each paragraph describes ``min_people``..``max_people`` people (two or three by default); questions ask for one
+fact about one of them, so with several people a reader must match the name in the question to the right
+sentence. With ``paraphrased=True`` facts come from :data:`RELATIONS`: two relations share each answer type (born
+in / lives in a city, born / retired in a year), and sentences and questions are drawn from three wordings each, so
+a question rarely repeats its sentence's words; ``wordings=1`` keeps only the first wording of each. The demo uses
+one person with four paraphrased facts per paragraph, and ``wordings=1`` for the students' few labels.
+Deterministic for a given seed.
 
 Example:
     >>> data = make_squad_dataset(n_paragraphs=2, seed=0)

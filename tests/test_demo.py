@@ -171,3 +171,31 @@ def test_the_students_labels_use_one_wording_and_the_dev_set_several(tiny_demo):
 
     assert wordings("labelled.json") == {0}
     assert len(wordings("dev.json")) >= 2
+
+
+def _demo_wordings_module():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "demo_wordings.py"
+    spec = importlib.util.spec_from_file_location("demo_wordings", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_wording_split_of_the_benchmark_keeps_every_question_once():
+    bench = _demo_wordings_module()
+    assert bench.question_wording("Where was Wen born?") == 0
+    assert bench.question_wording("What is the birthplace of Wen?") == 1
+    assert bench.question_wording("When did Wen stop working?") == 2
+    with pytest.raises(ValueError, match="not a demo question"):
+        bench.question_wording("Who is Wen?")
+    paragraphs = make_squad_dataset(20, seed=2, min_people=1, max_people=1, facts_per_person=4,
+                                    paraphrased=True)["data"][0]["paragraphs"]
+    groups = bench.split_by_wording(paragraphs)
+    ids = {name: [qa["id"] for p in paras for qa in p["qas"]] for name, paras in groups.items()}
+    every = sorted(qa["id"] for p in paragraphs for qa in p["qas"])
+    assert sorted(ids["first wording"] + ids["other wordings"]) == every
+    assert ids["first wording"] and ids["other wordings"]
+    assert all(bench.question_wording(qa["question"]) == 0 for p in groups["first wording"] for qa in p["qas"])
