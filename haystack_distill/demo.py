@@ -56,7 +56,7 @@ class DemoConfig:
     student_learning_rate: float = 5e-4
     repeats: int = 3  # timing repeats of the speed column
     paraphrased: bool = True  # the synthetic task: several wordings per fact (False: questions repeat the sentence)
-    min_people: int = 1  # people per paragraph (min_people..max_people): the same-type distractors
+    min_people: int = 1  # people per paragraph (min_people..max_people); more than one adds same-type distractors
     max_people: int = 1
     facts_per_person: int = 4
     labelled_wordings: int = 1  # the students' labelled questions use only this many wordings (0: all)

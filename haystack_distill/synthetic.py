@@ -103,7 +103,8 @@ def make_squad_dataset(n_paragraphs: int = 100, seed: int = 0, title: str = "syn
     sentences and questions use only their first ``wordings`` wordings if it is not 0 (all)."""
     n_facts = len(RELATIONS if paraphrased else FACTS)
     if not 1 <= min_people <= max_people <= len(NAMES) or not 1 <= facts_per_person <= n_facts:
-        raise ValueError(f"need 1 <= min_people <= max_people <= {len(NAMES)} and facts_per_person in 1..{n_facts}.")
+        raise ValueError(f"need 1 <= min_people <= max_people <= {len(NAMES)} and facts_per_person in 1..{n_facts}, "
+                         f"got min_people={min_people}, max_people={max_people}, facts_per_person={facts_per_person}.")
     if not 0 <= wordings <= 3:
         raise ValueError(f"wordings must be 0 (all) or 1..3, got {wordings}.")
     rng = random.Random(seed)
