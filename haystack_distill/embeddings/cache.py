@@ -27,7 +27,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from haystack_distill.safety import check_finite_array
-from haystack_distill.teacher_cache import cache_key, cached_outputs, fingerprint_module, load_cached
+from haystack_distill.teacher_cache import cache_key, fingerprint_module, load_cached, store_outputs
 
 if TYPE_CHECKING:  # pragma: no cover
     from sentence_transformers import SentenceTransformer
@@ -117,6 +117,6 @@ def teacher_embeddings(
     root = Path(cache_dir) if cache_dir else default_cache_dir()
     entry = root / cache_key(fields)
     cached = load_cached(root, fields, len(sentences), (dim,))
-    embeddings = cached if cached is not None else cached_outputs(root, fields, n_rows=len(sentences),
-                                                                  row_shape=(dim,), produce=chunks)
+    embeddings = cached if cached is not None else store_outputs(root, fields, n_rows=len(sentences),
+                                                                 row_shape=(dim,), produce=chunks)
     return embeddings, {"hit": cached is not None, "path": str(entry), **fields}
