@@ -129,8 +129,13 @@ def cached_outputs_all_ranks(cache_dir: Path, key: Dict[str, Any], n_rows: int, 
         first, last = shard_rows(n_rows, rank, size, unit)
         loaded: List[np.ndarray] = []
 
-        def missing() -> bool:  # rank 0 decides for all, so they cannot disagree
-            return is_main_process() and load_cached(cache_dir, key, n_rows, row_shape) is None
+        def missing() -> bool:  # rank 0 decides for all, so they cannot disagree; a hit it keeps
+            if not is_main_process():
+                return False
+            cached = load_cached(cache_dir, key, n_rows, row_shape)
+            if cached is not None:
+                loaded.append(cached)
+            return cached is None
 
         def compute_share() -> bool:
             logger.info("rank %d of %d: teacher pass over rows %d to %d of %d", rank, size, first, last - 1, n_rows)
@@ -143,6 +148,8 @@ def cached_outputs_all_ranks(cache_dir: Path, key: Dict[str, Any], n_rows: int, 
             return False
 
         def load() -> bool:
+            if loaded:  # rank 0's verified hit: not checksummed twice
+                return False
             cached = load_cached(cache_dir, key, n_rows, row_shape)
             if cached is None:
                 raise RuntimeError(f"rank {rank} found no valid teacher cache in {cache_dir} after the teacher "
