@@ -7,23 +7,13 @@ Each argument is a ``haystack-distill demo --output-dir``; prints one Markdown r
 
 from __future__ import annotations
 
-import re
 import sys
 from pathlib import Path
 from typing import Any, Dict, List
 
-from haystack_distill.synthetic import RELATIONS
+from haystack_distill.synthetic import wording_index
 
 READERS = {"teacher": "teacher", "no KD": "student-no-kd", "KD": "student-kd"}
-
-
-def question_wording(question: str) -> int:
-    """Index (0-2) of the wording of a demo question (every relation has three question wordings)."""
-    for _, _, questions in RELATIONS:
-        for index, template in enumerate(questions):
-            if re.fullmatch(re.escape(template).replace(re.escape("{name}"), r"\w+"), question):
-                return index
-    raise ValueError(f"not a demo question: {question!r}")
 
 
 def split_by_wording(paragraphs: List[Dict[str, Any]]) -> Dict[str, List[Dict[str, Any]]]:
@@ -31,7 +21,7 @@ def split_by_wording(paragraphs: List[Dict[str, Any]]) -> Dict[str, List[Dict[st
     groups: Dict[str, List[Dict[str, Any]]] = {"first wording": [], "other wordings": []}
     for para in paragraphs:
         for name, keep in (("first wording", True), ("other wordings", False)):
-            qas = [qa for qa in para["qas"] if (question_wording(qa["question"]) == 0) == keep]
+            qas = [qa for qa in para["qas"] if (wording_index(qa["question"]) == 0) == keep]
             if qas:
                 groups[name].append({**para, "qas": qas})
     return groups

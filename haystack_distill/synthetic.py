@@ -20,6 +20,7 @@ Example:
 from __future__ import annotations
 
 import random
+import re
 from typing import Any, Dict, List, Tuple
 
 NAMES = ["Alice", "Bruno", "Chen", "Dalia", "Emil", "Farah", "Gustav", "Hana", "Ivan", "Jonas", "Keiko", "Liam",
@@ -111,3 +112,22 @@ def make_squad_dataset(n_paragraphs: int = 100, seed: int = 0, title: str = "syn
     paragraphs = [_paragraph(rng, i, max_people, facts_per_person, paraphrased, min_people, wordings)
                   for i in range(n_paragraphs)]
     return {"version": "v2.0", "data": [{"title": title, "paragraphs": paragraphs}]}
+
+
+def _template_pattern(template: str) -> re.Pattern[str]:
+    return re.compile(re.sub(r"\\\{\w+\\\}", ".+", re.escape(template)))
+
+
+def wording_index(text: str) -> int:
+    """Which of the three wordings (0-2) a sentence or question of the paraphrased task uses. Two relations may
+    share a wording ("was born in" a city or a year); they must agree on its index.
+
+    >>> wording_index("What is the birthplace of Wen?"), wording_index("Wen was born in 1988.")
+    (1, 0)
+    """
+    found = {index for _, sentences, questions in RELATIONS for templates in (sentences, questions)
+             for index, template in enumerate(templates) if _template_pattern(template).fullmatch(text)}
+    if len(found) != 1:
+        raise ValueError(f"not a sentence or question of the paraphrased task: {text!r}" if not found else
+                         f"{text!r} matches wordings {sorted(found)} of different relations")
+    return found.pop()

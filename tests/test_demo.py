@@ -8,7 +8,7 @@ import logging
 import pytest
 
 from haystack_distill import demo
-from haystack_distill.synthetic import RELATIONS, make_squad_dataset
+from haystack_distill.synthetic import RELATIONS, make_squad_dataset, wording_index
 
 TINY = dict(teacher_paragraphs=6, labelled_paragraphs=2, unlabelled_paragraphs=3, dev_paragraphs=2,
             teacher_epochs=1, kd_epochs=1, repeats=1, batch_size=8)
@@ -113,30 +113,14 @@ def test_the_cli_parses_the_demo_options():
 
 
 
-def _template_regex(template):
-    import re
-
-    return re.compile(re.sub(r"\\\{\w+\\\}", ".+", re.escape(template)) + "$")
-
-
-def _wording_index(text, templates):
-    """Wording index (0-2) of ``text`` among the relations' ``templates`` (3 per relation); several relations may
-    match ("was born in" a city or a year) but must agree on the index."""
-    indexes = {i % 3 for i, t in enumerate(templates) if _template_regex(t).match(text)}  # 3 wordings each
-    assert len(indexes) == 1, (text, indexes)
-    return indexes.pop()
-
-
 def _wordings(paragraphs):
     """Wording indexes of every question and every context sentence of one-person paragraphs."""
-    sentences = [s for _, ss, _ in RELATIONS for s in ss]
-    questions = [q for _, _, qs in RELATIONS for q in qs]
     found = set()
     for para in paragraphs:
         for qa in para["qas"]:
-            found.add(_wording_index(qa["question"], questions))
+            found.add(wording_index(qa["question"]))
         for sentence in para["context"].split(". "):
-            found.add(_wording_index(sentence.rstrip(".") + ".", sentences))
+            found.add(wording_index(sentence.rstrip(".") + "."))
     return found
 
 
@@ -186,11 +170,12 @@ def _demo_wordings_module():
 
 def test_the_wording_split_of_the_benchmark_keeps_every_question_once():
     bench = _demo_wordings_module()
-    assert bench.question_wording("Where was Wen born?") == 0
-    assert bench.question_wording("What is the birthplace of Wen?") == 1
-    assert bench.question_wording("When did Wen stop working?") == 2
-    with pytest.raises(ValueError, match="not a demo question"):
-        bench.question_wording("Who is Wen?")
+    assert wording_index("Where was Wen born?") == 0
+    assert wording_index("What is the birthplace of Wen?") == 1
+    assert wording_index("When did Wen stop working?") == 2
+    assert wording_index("The retirement of Wen came in 2012.") == 2
+    with pytest.raises(ValueError, match="not a sentence or question of the paraphrased task"):
+        wording_index("Who is Wen?")
     paragraphs = make_squad_dataset(20, seed=2, min_people=1, max_people=1, facts_per_person=4,
                                     paraphrased=True)["data"][0]["paragraphs"]
     groups = bench.split_by_wording(paragraphs)
@@ -198,4 +183,4 @@ def test_the_wording_split_of_the_benchmark_keeps_every_question_once():
     every = sorted(qa["id"] for p in paragraphs for qa in p["qas"])
     assert sorted(ids["first wording"] + ids["other wordings"]) == every
     assert ids["first wording"] and ids["other wordings"]
-    assert all(bench.question_wording(qa["question"]) == 0 for p in groups["first wording"] for qa in p["qas"])
+    assert all(wording_index(qa["question"]) == 0 for p in groups["first wording"] for qa in p["qas"])
