@@ -3,7 +3,6 @@
     python benchmarks/reader.py --quick     # 2 train articles, 1 epoch, 300 dev questions
     python benchmarks/reader.py --full      # calibration.md's protocol: 10 train articles, 2 epochs, dev articles 1-4
     python benchmarks/reader.py --full --extended   # adds TinyBERT, augmentation, 2L baselines and the KD checks
-    python benchmarks/reader.py --full --dev-articles 36    # the same models scored on all 36 dev articles
     python benchmarks/reader.py --full --student-init teacher  # students cut from the fine-tuned teacher instead
 
 Every stage runs in its own subprocess (so its wall time and peak RSS are its own) and caches its output under
@@ -34,12 +33,11 @@ from typing import Any, Dict, List, Optional
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data" / "squad"
 PROFILES = {
-    "quick": dict(train_articles=2, epochs=1, dev_articles=36, dev_questions=300, layers=[3], max_seq_len=256,
+    "quick": dict(train_articles=2, epochs=1, dev_questions=300, layers=[3], max_seq_len=256,
                   doc_stride=128, aug_copies=2, extended=True, kd_checks=False),
-    # dev: articles 1-4 (1,680 questions), the set calibration.md measured Haystack's KD on; all 36 (8,123
-    # questions) take about 13 min per 6-layer reader on 2 cores (--dev-articles 36).
+    # dev: articles 1-4 (1,680 questions), the set calibration.md measured Haystack's KD on; test: 21-36 (3,210)
     # without --extended the full profile runs the rows the goals are judged on (job_order), about an hour
-    "full": dict(train_articles=10, epochs=2, dev_articles=4, dev_questions=None, layers=[3, 2], max_seq_len=256,
+    "full": dict(train_articles=10, epochs=2, dev_questions=None, layers=[3, 2], max_seq_len=256,
                  doc_stride=128, aug_copies=1, extended=False, kd_checks=True),
 }
 TOP_K = 32  # our teacher cache keeps the 32 most likely start/end positions per feature (sparse_logits.py)
@@ -54,15 +52,45 @@ def reader_kwargs(cfg: Dict[str, Any]) -> Dict[str, Any]:
                 progress_bar=False, num_processes=0)
 
 
-def write_subset(source: str, n_articles: int, path: Path) -> Path:
-    """First ``n_articles`` of a shared SQuAD file (read from ../shared, written atomically to the run dir)."""
+#: The shared dev file's 36 articles, split once and never mixed (1-based, inclusive): recipes are chosen on
+#: ``dev``; ``pool`` is transfer data with its answers removed; ``test`` is only reported.
+SPLIT = {"dev": (1, 4), "pool": (5, 20), "test": (21, 36)}
+DEV_SOURCE, TRAIN_SOURCE = "dev-v1.1-36articles.json", "train-v2.0-10articles.json"
+
+
+def articles(source: str, first: int, last: int) -> Dict[str, Any]:
+    """Articles ``first``..``last`` (1-based, inclusive) of a shared SQuAD file, as a SQuAD dict."""
+    squad = json.loads((SHARED / source).read_text())
+    return {**squad, "data": squad["data"][first - 1 : last]}
+
+
+def without_answers(squad: Dict[str, Any]) -> Dict[str, Any]:
+    """The same questions with every answer removed: unlabelled transfer data."""
+    data = [{**a, "paragraphs": [{**p, "qas": [{"id": q["id"], "question": q["question"], "answers": []}
+                                              for q in p["qas"]]} for p in a["paragraphs"]]} for a in squad["data"]]
+    return {**squad, "data": data}
+
+
+def write_json(path: Path, content: Dict[str, Any]) -> Path:
+    """Write ``content`` atomically unless ``path`` already holds exactly it."""
     from haystack_distill.io import atomic_write_text
 
-    squad = json.loads((SHARED / source).read_text())
-    squad["data"] = squad["data"][:n_articles]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, json.dumps(squad))
+    text = json.dumps(content)
+    if not (path.is_file() and path.read_text() == text):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(path, text)
     return path
+
+
+def prepare_data(cfg: Dict[str, Any], run: Path) -> Path:
+    """Every file a stage reads, written into ``run/data`` (so any stage runs first, in any order): the train
+    subset, the dev and test articles and the unlabelled pool."""
+    data = run / "data"
+    write_json(data / "train.json", articles(TRAIN_SOURCE, 1, cfg["train_articles"]))
+    for name in ("dev", "test"):
+        write_json(data / f"{name}.json", articles(DEV_SOURCE, *SPLIT[name]))
+    write_json(data / "pool.json", without_answers(articles(DEV_SOURCE, *SPLIT["pool"])))
+    return data
 
 
 def stage_teacher(cfg, run: Path, out: Path, **_) -> Dict[str, Any]:
@@ -449,22 +477,28 @@ def model_dir(run: Path, stage: str, layers: int) -> Path:
     return base / "stage2_prediction" if stage in ("ours_tinybert", "ours_aug") else base
 
 
+def git_commit() -> str:
+    """The commit the stage runs at (``+dirty`` when the work tree differs), for the result record."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    return git("rev-parse", "--short", "HEAD") + ("+dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
+
+
 def run_stage(profile: str, stage: str, layers: int) -> None:
     """Entry of the stage subprocess: run it, record wall time and peak RSS."""
     cfg = PROFILES[profile]
     run = stage_dir(profile, cfg, stage)
+    prepare_data(cfg, run)
     out = run / (stage if stage in ("teacher", "augment") else f"{stage}-{layers}l")
     started = time.perf_counter()
     metrics = STAGES[stage](cfg, run, out, layers=layers) or {}
-    record = {"stage": stage, "layers": layers, "wall_seconds": time.perf_counter() - started,
+    record = {"stage": stage, "layers": layers, "commit": git_commit(), "wall_seconds": time.perf_counter() - started,
               "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "metrics": metrics}
     (run / f"{stage}-{layers}l.result.json").write_text(json.dumps(record, indent=2, default=str))
 
 
 def orchestrate(profile: str, only: List[str]) -> List[Dict[str, Any]]:
     cfg = PROFILES[profile]
-    for run in {stage_dir(profile, cfg, "teacher"), run_dir(profile, cfg)}:
-        write_subset("train-v2.0-10articles.json", cfg["train_articles"], run / "data" / "train.json")
     for stage, layers in job_order(cfg["layers"], cfg["extended"], cfg["kd_checks"]):
         if only and stage not in only:
             continue
@@ -510,7 +544,7 @@ def evaluate(profile: str) -> List[Dict[str, Any]]:
     done = [(s, n) for s, n in display if (stage_dir(profile, cfg, s) / f"{s}-{n}l.result.json").is_file()]
     readers = {("teacher, 6L" if s == "teacher" else LABELS[s].format(l=n)): model_dir(stage_dir(profile, cfg, s), s, n)
                for s, n in done}
-    dev = write_subset("dev-v1.1-36articles.json", cfg["dev_articles"], run_dir(profile, cfg) / "data" / "dev.json")
+    dev = prepare_data(cfg, run_dir(profile, cfg)) / "dev.json"
     rows = benchmark_reader(readers, dev, max_questions=cfg["dev_questions"], repeats=REPEATS,
                             speed_questions=SPEED_QUESTIONS, reader_kwargs=reader_kwargs(cfg))
     for row, (stage, layers) in zip(rows, done):
@@ -521,22 +555,25 @@ def evaluate(profile: str) -> List[Dict[str, Any]]:
 
 
 def score(profile: str, stages: List[str], layers: int) -> None:
-    """EM/F1 of finished stages' readers on the profile's dev questions: one line of JSON each, also merged into
+    """EM/F1 of finished stages' readers on the dev and test articles: one line of JSON each, also merged into
     ``benchmarks/results/reader-<profile>-scores.json`` (keyed by stage and size, with the stage's wall time)."""
     from haystack_distill.evaluation.reader import evaluate_reader
     from haystack_distill.io import atomic_write_text
     from haystack_distill.reader import DistillableFARMReader
 
     cfg = PROFILES[profile]
-    dev = write_subset("dev-v1.1-36articles.json", cfg["dev_articles"], run_dir(profile, cfg) / "data" / "dev.json")
+    data = prepare_data(cfg, run_dir(profile, cfg))
     scores = ROOT / "benchmarks" / "results" / f"reader-{profile}-scores.json"
     for stage in stages:
         path = model_dir(stage_dir(profile, cfg, stage), stage, layers)
-        metrics = evaluate_reader(DistillableFARMReader(str(path), **reader_kwargs(cfg)), dev,
-                                  max_questions=cfg["dev_questions"])
+        reader = DistillableFARMReader(str(path), **reader_kwargs(cfg))
         record = json.loads((stage_dir(profile, cfg, stage) / f"{stage}-{layers}l.result.json").read_text())
-        row = {"stage": stage, "layers": layers, **{k: metrics[k] for k in ("em", "f1", "questions")},
-               "reader": LABELS.get(stage, stage).format(l=layers), "wall_seconds": record["wall_seconds"]}
+        row = {"stage": stage, "layers": layers, "reader": LABELS.get(stage, stage).format(l=layers),
+               "wall_seconds": record["wall_seconds"], "commit": record.get("commit")}
+        for split in ("dev", "test"):
+            metrics = evaluate_reader(reader, data / f"{split}.json", max_questions=cfg["dev_questions"])
+            prefix = "" if split == "dev" else "test_"
+            row.update({prefix + k: metrics[k] for k in ("em", "f1", "questions")})
         print(json.dumps(row), flush=True)
         rows = json.loads(scores.read_text()) if scores.is_file() else []
         rows = [r for r in rows if (r["stage"], r["layers"]) != (stage, layers)] + [row]
@@ -552,7 +589,7 @@ def to_markdown(rows, profile: str, command: str) -> str:
     lines = [f"### Reader benchmark, `{profile}` profile", "",
              f"Command: `{command}` · date {datetime.date.today()} · machine: {os.cpu_count()} CPU cores, "
              f"{platform.machine()}, Python {platform.python_version()} · all readers evaluated in one process: EM/F1 "
-             f"from one pass over {n_questions} questions of SQuAD 1.1 dev articles 1-{cfg['dev_articles']} (best "
+             f"from one pass over {n_questions} questions of SQuAD 1.1 dev articles {SPLIT['dev'][0]}-{SPLIT['dev'][1]} (best "
              f"span, no-answer off), questions/s the median of {REPEATS} timed passes over the first "
              f"{SPEED_QUESTIONS} · train: first {cfg['train_articles']} articles of the SQuAD 2.0 train subset, "
              f"{cfg['epochs']} epoch(s), batch {BATCH}, lr {LR}, max_seq_len {cfg['max_seq_len']}, doc_stride "
@@ -593,7 +630,6 @@ def main() -> int:
     parser.add_argument("--extended", action="store_true",
                         help="full profile: also the intermediate + prediction and augmentation rows, the other "
                              "sizes' baselines and the KD checks (about 3 h more on 2 cores)")
-    parser.add_argument("--dev-articles", type=int, help="score on the first N of the 36 dev articles instead")
     parser.add_argument("--score", nargs="+", choices=sorted(STAGES), metavar="STAGE",
                         help="only print EM/F1 of these finished stages' readers (--layers N), no speed, no table")
     parser.add_argument("--student-init", choices=["base", "teacher"], default="base",
@@ -615,11 +651,6 @@ def main() -> int:
         score(profile, args.score, PROFILES[profile]["layers"][0] if args.layers is None else args.layers)
         return 0
     name, command = profile, f"python benchmarks/reader.py --{profile}"
-    if args.dev_articles:
-        if not 1 <= args.dev_articles <= 36:
-            parser.error(f"--dev-articles must be 1..36, got {args.dev_articles}")
-        PROFILES[profile]["dev_articles"], PROFILES[profile]["dev_questions"] = args.dev_articles, None
-        name, command = f"{profile}-dev{args.dev_articles}", f"{command} --dev-articles {args.dev_articles}"
     if args.extended:
         command += " --extended"
     if args.student_init != "base":
