@@ -243,6 +243,7 @@ class Recipe:
     passes: float = 1.0
     learning_rate: float = LR
     td: bool = False
+    unlabeled: Optional[str] = None  # a file of run/data (pool.json) fed through the unlabelled path of both stages
 
 
 RECIPES = {
@@ -262,6 +263,9 @@ RECIPES = {
     "lr1e4_aug_long_kd": Recipe(learning_rate=1e-4, train_file="train_aug.json", passes=2),
     "lr1e4_td_kd": Recipe(learning_rate=1e-4, td=True),
     "lr1e4_td_kd_seed2": Recipe(learning_rate=1e-4, td=True, kd={"seed": 2}),
+    # + the unlabelled pool (dev articles 5-20, answers removed) in both stages
+    "lr1e4_td_kd_pool": Recipe(learning_rate=1e-4, td=True, unlabeled="pool.json"),
+    "lr1e4_td_kd_pool_seed2": Recipe(learning_rate=1e-4, td=True, unlabeled="pool.json", kd={"seed": 2}),
 }
 TD = dict(n_epochs=1, learning_rate=1e-4, attention_weight=0.01, distillation_loss_weight=0.0)
 
@@ -274,7 +278,8 @@ def stage_recipe(stage: str):
     def run_recipe(cfg, run, out, layers, **_):
         cache = run / f"cache-{recipe.train_file.split('.')[0]}"
         init_from = _task_distilled(cfg, run, layers, recipe) if recipe.td else recipe.init
-        return _ours_kd(cfg, run, out, layers, {**SLICES, **recipe.kd}, f"-{stage}", init_from=init_from,
+        kd = {**SLICES, **recipe.kd, **({"unlabeled_filename": recipe.unlabeled} if recipe.unlabeled else {})}
+        return _ours_kd(cfg, run, out, layers, kd, f"-{stage}", init_from=init_from,
                         train_file=recipe.train_file, cache=cache, passes=recipe.passes,
                         learning_rate=recipe.learning_rate)
     return run_recipe
@@ -284,12 +289,14 @@ def _task_distilled(cfg, run, layers: int, recipe: Recipe) -> str:
     """TinyBERT's intermediate stage on ``recipe``'s init and train file (kept, so KD rows can share it); returns
     the init name ``_student`` loads it by."""
     name = f"td-{recipe.init}-{recipe.train_file.split('.')[0]}"
+    name += f"-{recipe.unlabeled.split('.')[0]}" if recipe.unlabeled else ""
     out = run / f"init-{name}-{layers}l"
     if not (out / "language_model_config.json").is_file():
         teacher, student = _student(cfg, run, layers, recipe.init)
         student.distil_intermediate_layers_from(
             teacher, str(run / "data"), recipe.train_file, batch_size=BATCH, evaluate_every=0,
-            save_dir=str(out), checkpoint_root_dir=run / f"{name}-ckpt-{layers}l", show_progress=False, **TD)
+            save_dir=str(out), checkpoint_root_dir=run / f"{name}-ckpt-{layers}l", show_progress=False,
+            unlabeled_filename=recipe.unlabeled, **TD)
     return name
 
 
@@ -469,7 +476,10 @@ LABELS = {"no_kd": "student {l}L, fine-tuned, no KD", "haystack_kd": "student {l
           "lr1e4_td_kd": "student {l}L, ours: intermediate (attention weight 0.01) + prediction-layer KD at lr 1e-4 "
                          "(slices)",
           "lr1e4_td_kd_seed2": "student {l}L, ours: intermediate (attention weight 0.01) + prediction-layer KD at lr "
-                               "1e-4 (slices), training seed 2"}
+                               "1e-4 (slices), training seed 2",
+          "lr1e4_td_kd_pool": "student {l}L, ours: intermediate + prediction-layer KD at lr 1e-4, + unlabelled pool",
+          "lr1e4_td_kd_pool_seed2": "student {l}L, ours: intermediate + prediction-layer KD at lr 1e-4, + unlabelled "
+                                    "pool, training seed 2"}
 
 
 def model_dir(run: Path, stage: str, layers: int) -> Path:
@@ -524,7 +534,8 @@ def job_order(layers: List[int], extended: bool = True, kd_checks: bool = True) 
     if not extended:
         return order
     # the student-quality rows that measured best (BENCHMARKS.md "Student quality, second run"), then their parts
-    order += [("lr1e4_td_kd", first), ("lr1e4_td_kd_seed2", first)] + [("lr1e4_td_kd", n) for n in rest]
+    order += [("lr1e4_td_kd_pool", first), ("lr1e4_td_kd", first), ("lr1e4_td_kd_pool_seed2", first),
+              ("lr1e4_td_kd_seed2", first)] + [(s, n) for n in rest for s in ("lr1e4_td_kd_pool", "lr1e4_td_kd")]
     order += [(s, first) for s in ("lr1e4_kd", "lr1e4_kd_seed2", "td_kd")]
     checks = [(s, first) for s in ("haystack_kd_seed2", *KD_CHECKS)] if kd_checks else []
     order += [("ours_tinybert", n) for n in layers] + checks

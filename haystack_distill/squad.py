@@ -98,3 +98,44 @@ def validate_squad_file(path: PathLike, allow_empty: bool = False) -> SquadStats
     if n_q == 0 and not allow_empty:
         raise SquadFormatError(f"{path} holds no questions; a training set needs at least one.")
     return SquadStats(paragraphs=n_para, questions=n_q, answerable=n_ans)
+
+
+def unlabeled_paragraphs(path: PathLike) -> Tuple[List[Dict[str, Any]], int]:
+    """The paragraphs of a SQuAD file used as unlabelled transfer data: every question kept, every answer removed.
+
+    Returns ``(paragraphs, answers_dropped)``: questions that had answers count in ``answers_dropped``, so the
+    caller can say they were ignored. Raises :class:`SquadFormatError` on a malformed or question-less file.
+
+    Example:
+        >>> import json, tempfile, os
+        >>> p = os.path.join(tempfile.mkdtemp(), "u.json")
+        >>> qa = {"id": "q1", "question": "Where?", "answers": [{"text": "Paris", "answer_start": 0}]}
+        >>> _ = open(p, "w").write(json.dumps({"data": [{"paragraphs": [{"context": "Paris.", "qas": [qa]}]}]}))
+        >>> paragraphs, dropped = unlabeled_paragraphs(p)
+        >>> paragraphs[0]["qas"][0]["answers"], dropped
+        ([], 1)
+    """
+    squad = load_squad(path)
+    paragraphs, dropped = [], 0
+    for a_idx, article in enumerate(squad["data"]):
+        for p_idx, para in enumerate(article.get("paragraphs", []) if isinstance(article, dict) else []):
+            where = f"data[{a_idx}].paragraphs[{p_idx}]"
+            listed = isinstance(para, dict) and isinstance(para.get("qas"), list)
+            problems = _paragraph_problems({**para, "qas": [_question_only(q) for q in para["qas"]]} if listed
+                                           else para, where)[0]
+            if problems:
+                raise SquadFormatError(f"{path} is malformed: {problems[0]}.")
+            dropped += sum(bool(qa.get("answers")) for qa in para["qas"])
+            qas = [{**_question_only(qa), "id": str(qa.get("id", f"unlabeled-{a_idx}-{p_idx}-{i}"))}
+                   for i, qa in enumerate(para["qas"])]
+            paragraphs.append({"context": para["context"], "qas": qas})
+    if not any(p["qas"] for p in paragraphs):
+        raise SquadFormatError(f"{path} holds no questions; unlabelled transfer data needs at least one.")
+    return paragraphs, dropped
+
+
+def _question_only(qa: Any) -> Any:
+    """A qa dict reduced to its question (answers removed, marked answerable so no label is made of it)."""
+    if not isinstance(qa, dict):
+        return qa
+    return {"question": qa.get("question"), "answers": [], "is_impossible": False}

@@ -34,3 +34,25 @@ def test_our_rows_use_haystacks_kd_balance():
     expected = haystack_equivalent_weight(bench.KD["distillation_loss_weight"])
     assert bench.OURS["distillation_loss_weight"] == pytest.approx(expected)
     assert bench.OURS["temperature"] == bench.KD["temperature"]
+
+
+def test_the_split_is_disjoint_and_the_pool_is_unlabelled(tmp_path):
+    import json
+
+    bench = _reader_benchmark()
+    if not (bench.SHARED / bench.DEV_SOURCE).is_file():
+        pytest.skip("../shared/data/squad is not beside the project")
+    data = bench.prepare_data(bench.PROFILES["full"], tmp_path)
+
+    def questions(name):
+        squad = json.loads((data / name).read_text())
+        return [qa for a in squad["data"] for p in a["paragraphs"] for qa in p["qas"]], len(squad["data"])
+
+    (dev, n_dev), (pool, n_pool), (test, n_test) = (questions(f"{n}.json") for n in ("dev", "pool", "test"))
+    assert (n_dev, n_pool, n_test) == (4, 16, 16) and (len(pool), len(test)) == (3233, 3210)
+    ids = [{qa["id"] for qa in part} for part in (dev, pool, test)]
+    assert not (ids[0] & ids[1] or ids[0] & ids[2] or ids[1] & ids[2])
+    assert all(qa["answers"] == [] for qa in pool) and all(qa["answers"] for qa in dev + test)
+    before = {f.name: f.stat().st_mtime_ns for f in data.iterdir()}
+    bench.prepare_data(bench.PROFILES["full"], tmp_path)  # idempotent: files already right are not rewritten
+    assert {f.name: f.stat().st_mtime_ns for f in data.iterdir()} == before

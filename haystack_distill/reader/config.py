@@ -73,6 +73,7 @@ class ReaderStageConfig:
     max_query_length: Optional[int] = None
     show_progress: bool = True
     group_by_length: bool = False
+    unlabeled_filename: Optional[str] = None
 
     @classmethod
     def from_arguments(cls: Type[C], arguments: Dict[str, Any]) -> C:
@@ -110,6 +111,8 @@ class PredictionLayerConfig(ReaderStageConfig):
     tokenizer_alignment: Optional[Literal["offsets"]] = None
     teacher_top_k: Optional[int] = None
     hard_loss_padding: HardLossPadding = "padded"
+    pseudo_labels: bool = False
+    pseudo_label_threshold: float = 0.5
 
     def validate(self) -> PredictionLayerConfig:
         """Also: ``hard_loss_padding`` (an old name becomes the new one, with a warning), its combination with
@@ -122,6 +125,11 @@ class PredictionLayerConfig(ReaderStageConfig):
         if self.tokenizer_alignment not in (None, *ALIGNMENTS):
             raise ValueError(f"tokenizer_alignment={self.tokenizer_alignment!r} is not supported; use one of "
                              f"{ALIGNMENTS} (or None for teacher and student sharing one tokenizer).")
+        if not 0 < self.pseudo_label_threshold <= 1:
+            raise ValueError(f"pseudo_label_threshold must be in (0, 1], got {self.pseudo_label_threshold!r}: the "
+                             "teacher's probability of its best span above which it becomes a label (e.g. 0.5).")
+        if self.pseudo_labels and not self.unlabeled_filename:
+            raise ValueError("pseudo_labels=True labels the unlabelled questions; pass unlabeled_filename too.")
         return self
 
 

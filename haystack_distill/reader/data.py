@@ -13,7 +13,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import torch
 from torch import Tensor
 
-from ..squad import iter_paragraphs, load_squad, validate_squad_file
+from ..squad import iter_paragraphs, load_squad, unlabeled_paragraphs, validate_squad_file
 from ..tokenizers import tokenizer_fingerprint
 from ..training import is_main_process
 
@@ -49,15 +49,22 @@ class StageInputs:
     test: Optional[Path]
     save: Path
     settings: SequenceSettings
+    unlabeled: Optional[Path] = None
 
 
 @dataclass
 class StageData:
-    """Training paragraphs, held-out dev paragraphs and the training features (``[N, ...]`` tensors)."""
+    """Training paragraphs (the labelled ones first, then the unlabelled ones), held-out dev paragraphs and the
+    training features (``[N, ...]`` tensors; ``labeled`` is 1 for rows of a labelled paragraph, 0 otherwise)."""
 
     train: List[Dict[str, Any]]
     dev: List[Dict[str, Any]]
     features: Dict[str, Any]
+
+    def counts(self) -> Dict[str, int]:
+        """Labelled and unlabelled training features, for the run record."""
+        labeled = int(self.features["labeled"].sum())
+        return {"labeled_features": labeled, "unlabeled_features": len(self.features["labeled"]) - labeled}
 
 
 def data_path(data_dir: Optional[str], filename: Optional[str]) -> Optional[Path]:
@@ -67,6 +74,24 @@ def data_path(data_dir: Optional[str], filename: Optional[str]) -> Optional[Path
     path = Path(data_dir) / filename if data_dir else Path(filename)
     validate_squad_file(path)
     return path
+
+
+def unlabeled_path(data_dir: Optional[str], filename: Optional[str]) -> Optional[Path]:
+    """``data_dir / filename`` of the unlabelled transfer file, checked as SQuAD questions (answers ignored)."""
+    if not filename:
+        return None
+    path = Path(data_dir) / filename if data_dir else Path(filename)
+    unlabeled_paragraphs(path)
+    return path
+
+
+def read_unlabeled(path: Path) -> List[Dict[str, Any]]:
+    """The unlabelled file's paragraphs without answers; warns how many answers were dropped."""
+    paragraphs, dropped = unlabeled_paragraphs(path)
+    if dropped:
+        logger.warning("%s: ignored the answers of %d questions; unlabelled questions learn only from the teacher "
+                       "(pass the file as train_filename to train on its answers).", path, dropped)
+    return paragraphs
 
 
 def read_paragraphs(path: Path) -> List[Dict[str, Any]]:
@@ -144,17 +169,20 @@ def cached_features(processor: Any, paragraphs: List[Dict[str, Any]], caching: b
     return features
 
 
-def training_data(student: Any, train_path: Path, dev_path: Optional[Path], settings: SequenceSettings,
-                  config: Any) -> StageData:
-    """Paragraphs and features: dev from ``dev_path`` or a seeded ``config.dev_split`` of the training file;
-    features from ``config.processor`` or a processor on the student's tokenizer (cached with ``config.caching``).
-    """
-    paragraphs = read_paragraphs(train_path)
-    train, dev = (paragraphs, read_paragraphs(dev_path)) if dev_path else \
+def training_data(student: Any, inputs: StageInputs, config: Any) -> StageData:
+    """Paragraphs and features: dev from ``inputs.dev`` or a seeded ``config.dev_split`` of the training file;
+    the unlabelled paragraphs (answers removed) after the labelled ones; features from ``config.processor`` or a
+    processor on the student's tokenizer (cached with ``config.caching``), flagged ``labeled`` by paragraph."""
+    paragraphs = read_paragraphs(inputs.train)
+    train, dev = (paragraphs, read_paragraphs(inputs.dev)) if inputs.dev else \
         split_paragraphs(paragraphs, config.dev_split, config.seed)
+    unlabeled = read_unlabeled(inputs.unlabeled) if inputs.unlabeled else []
+    settings = inputs.settings
     processor = config.processor or build_processor(student, settings.max_seq_len, settings.doc_stride,
                                                     settings.max_query_length, config.data_dir)
-    return StageData(train, dev, cached_features(processor, train, config.caching, config.cache_path))
+    features = cached_features(processor, train + unlabeled, config.caching, config.cache_path)
+    features["labeled"] = (features["id"][:, 0] < len(train)).long()  # id = (paragraph, question, window)
+    return StageData(train + unlabeled, dev, features)
 
 
 def batching(group_by_length: bool, extra_sequence_keys: Sequence[str] = (), cut: bool = True) -> Dict[str, Any]:

@@ -77,6 +77,9 @@ class DistillationMixin:
         teacher_top_k: Optional[int] = None,
         group_by_length: bool = False,
         hard_loss_padding: str = "padded",
+        unlabeled_filename: Optional[str] = None,
+        pseudo_labels: bool = False,
+        pseudo_label_threshold: float = 0.5,
     ) -> Dict[str, Any]:
         """Train this reader (the student) to match ``teacher_model``'s start/end distributions and the labels.
 
@@ -127,11 +130,20 @@ class DistillationMixin:
                 a slice holds (:func:`haystack_distill.losses.span_cross_entropy`), ``"batch"`` uses the positions
                 each slice happens to hold. KD and all other terms are unchanged by slicing. ``"max_seq_len"``,
                 the old name of ``"slices"``, still works (with a FutureWarning).
+            unlabeled_filename: a SQuAD file in ``data_dir`` of questions nobody labelled (a query log, augmented
+                copies, :func:`haystack_distill.reader.transfer.make_transfer`'s output). Its answers, if any, are
+                ignored (a warning counts them). Its rows learn only from the teacher: KD at weight ``w``, no hard
+                loss. They are mixed into the same batches, and the teacher pass covers them through the same
+                cache (its key includes this file).
+            pseudo_labels, pseudo_label_threshold: also train unlabelled rows on the teacher's best span (hard
+                loss, as for a label) where the teacher gives it at least this probability (start times end, at
+                temperature 1); other unlabelled rows keep KD alone.
 
         Returns:
             dict with ``loss``, ``global_step``, ``teacher_seconds``, ``teacher_rows`` (features whose teacher
             targets this process computed: 0 when cached, its share under torchrun), ``train_seconds``,
-            ``save_dir`` and, given dev/test data, ``em``/``f1`` and ``test_em``/``test_f1`` (percent).
+            ``save_dir``, ``labeled_features``/``unlabeled_features`` and, given dev/test data, ``em``/``f1`` and
+            ``test_em``/``test_f1`` (percent).
         """
         if teacher_model is None:
             raise ValueError("teacher_model is None: pass the fine-tuned teacher FARMReader. To fine-tune on the "
@@ -182,6 +194,7 @@ class DistillationMixin:
         max_query_length: Optional[int] = None,
         show_progress: bool = True,
         group_by_length: bool = False,
+        unlabeled_filename: Optional[str] = None,
     ) -> Dict[str, Any]:
         """TinyBERT stage 1: match the teacher's embeddings, hidden states and attention, layer by layer.
 
@@ -204,6 +217,8 @@ class DistillationMixin:
                 (checkpoints go to ``checkpoint_root_dir/intermediate_layers``).
             group_by_length: draw each batch from one 32-token length bucket. Either way batches are computed
                 in 4 length-sorted slices cut to their longest feature: no term of this stage counts padding.
+            unlabeled_filename: more questions (SQuAD file in ``data_dir``, answers ignored) to match the teacher
+                on; this stage uses no labels, so they train exactly like the labelled ones.
 
         Returns the same metrics dict as :meth:`distil_prediction_layer_from`, plus the last value of each term.
         """
@@ -213,7 +228,9 @@ class DistillationMixin:
                              augmented_train_filename: Optional[str] = None, dev_filename: Optional[str] = None,
                              intermediate: Union[Dict[str, Any], bool, None] = None,
                              prediction: Optional[Dict[str, Any]] = None,
-                             prediction_on_augmented: bool = True) -> Dict[str, Dict[str, Any]]:
+                             prediction_on_augmented: bool = True,
+                             unlabeled_filename: Optional[str] = None,
+                             augmented_as: str = "labeled") -> Dict[str, Dict[str, Any]]:
         """TinyBERT's task distillation in one call, with the settings that measured best (BENCHMARKS.md,
         "Student quality, second run": a 3-layer MiniLM reader went from 30.7 F1 with prediction-layer KD at lr
         5e-5 to 50.9 on both of two seeds, 87% of its teacher's F1).
@@ -227,6 +244,13 @@ class DistillationMixin:
            Defaults here (:data:`~haystack_distill.reader.presets.TINYBERT_PREDICTION`): lr 1e-4, batch 16, T=2,
            KD weight 6/7.
 
+        Unlabelled questions (``unlabeled_filename``, a SQuAD file in ``data_dir``, answers ignored) join both
+        stages: they learn only from the teacher (:meth:`distil_prediction_layer_from`). With
+        ``augmented_as="unlabeled"`` the augmented file goes the same way, in both stages, beside the original
+        labelled file, so no augmented copy trains on an answer span that its word swaps may have broken; it then
+        cannot be combined with ``unlabeled_filename`` (merge the two files first). ``"labeled"`` (default) keeps
+        the behaviour above.
+
         ``intermediate``/``prediction`` hold keyword arguments per stage; they override those defaults. Start from
         a student cut from the base (not fine-tuned) encoder with :func:`~haystack_distill.reader.student_from_teacher`;
         a general-distillation student (:func:`haystack_distill.general.distil_general`) helps only when its GD
@@ -237,17 +261,28 @@ class DistillationMixin:
             >>> student.distil_tinybert_from(teacher, "data", "train.json", "models/tiny",
             ...     dev_filename="dev.json")  # doctest: +SKIP
         """
+        if augmented_as not in ("labeled", "unlabeled"):
+            raise ValueError(f"augmented_as={augmented_as!r}: use 'labeled' (augmented copies keep their answers) "
+                             "or 'unlabeled' (they learn only from the teacher).")
+        if augmented_as == "unlabeled" and augmented_train_filename is None:
+            raise ValueError("augmented_as='unlabeled' needs augmented_train_filename.")
+        if augmented_as == "unlabeled" and unlabeled_filename is not None:
+            raise ValueError("augmented_as='unlabeled' feeds the augmented file as the unlabelled data, so it cannot "
+                             "be combined with unlabeled_filename; merge the two files into one and pass it alone.")
+        as_unlabeled = augmented_as == "unlabeled"
+        labeled_file = train_filename if as_unlabeled else augmented_train_filename or train_filename
+        unlabeled = augmented_train_filename if as_unlabeled else unlabeled_filename
         stage1: Dict[str, Any] = {}
         if intermediate is not False:
             stage1 = self.distil_intermediate_layers_from(
-                teacher_model, data_dir=data_dir, train_filename=augmented_train_filename or train_filename,
+                teacher_model, data_dir=data_dir, train_filename=labeled_file, unlabeled_filename=unlabeled,
                 save_dir=str(Path(save_dir) / "stage1_intermediate"),
                 **{**TINYBERT_INTERMEDIATE, **(intermediate if isinstance(intermediate, dict) else {})})
         on_augmented = augmented_train_filename is not None and prediction_on_augmented
         stage2 = self.distil_prediction_layer_from(
-            teacher_model, data_dir=data_dir, train_filename=augmented_train_filename if on_augmented else
-            train_filename, dev_filename=dev_filename, save_dir=str(Path(save_dir) / "stage2_prediction"),
-            **{**TINYBERT_PREDICTION, **(prediction or {})})
+            teacher_model, data_dir=data_dir, train_filename=labeled_file if on_augmented else train_filename,
+            unlabeled_filename=unlabeled if on_augmented or not as_unlabeled else None, dev_filename=dev_filename,
+            save_dir=str(Path(save_dir) / "stage2_prediction"), **{**TINYBERT_PREDICTION, **(prediction or {})})
         return {"intermediate": stage1, "prediction": stage2}
 
     def train_reader(self, data_dir: str, train_filename: str, dev_filename: Optional[str] = None, *,

@@ -13,13 +13,15 @@ does, because the hard QA loss's softmax covers the padding and that trained bet
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Tuple
 
 import torch
 from torch import Tensor
 
 from ..losses import DistillationLoss, SpanKDLoss, combine_losses, span_cross_entropy
 from ..sparse_logits import decode_top_k, validate_top_k
+from ..spans import best_spans
+from ..teacher_cache import fingerprint_file
 from ..training import world
 from .config import PredictionLayerConfig
 from .data import StageData, StageInputs, batching, kd_valid_mask
@@ -36,25 +38,45 @@ class PredictionLayerLoss:
 
     The hard loss is Haystack's QA cross-entropy, as if padded to ``padded_length`` when given
     (:func:`..losses.span_cross_entropy`). With ``top_k`` set, ``batch["teacher_logits"]`` holds packed top-k
-    rows (:mod:`..sparse_logits`).
+    rows (:mod:`..sparse_logits`). Rows with ``batch["labeled"] == 0`` (unlabelled questions) add no hard loss,
+    only KD; with ``pseudo_label_threshold`` set they take the teacher's best span as their label where its
+    probability reaches the threshold (:func:`..spans.best_spans`). The hard loss is summed over the rows that
+    have a label and divided by the batch size, so a batch of labelled rows gets exactly the plain loss.
     """
 
     def __init__(self, model: Any, weight: float, loss: DistillationLoss, temperature: float, kd_mask: str,
-                 top_k: Optional[int] = None, padded_length: Optional[int] = None) -> None:
+                 top_k: Optional[int] = None, padded_length: Optional[int] = None,
+                 pseudo_label_threshold: Optional[float] = None) -> None:
         self.model, self.weight, self.kd_mask = model, weight, kd_mask
         self.kd = SpanKDLoss(loss, temperature)
         self.top_k, self.padded_length = top_k, padded_length
+        self.pseudo_label_threshold = pseudo_label_threshold
 
     def __call__(self, batch: Dict[str, Tensor]) -> Tensor:
         logits = self.model.forward(input_ids=batch["input_ids"], segment_ids=batch["segment_ids"],
                                     padding_mask=batch["padding_mask"])[0]
-        hard = span_cross_entropy(logits, batch["labels"][:, 0, :], batch["padding_mask"], self.padded_length).mean()
+        teacher = batch.get("teacher_logits")
+        if teacher is not None and self.top_k is not None:
+            teacher = decode_top_k(teacher, logits.shape[1])
+        labels, has_label = self._labels(batch, teacher)
+        per_row = span_cross_entropy(logits, labels, batch["padding_mask"], self.padded_length)
+        hard = (per_row * has_label).sum() / len(per_row)
         if self.weight == 0:
             return hard
-        teacher = batch["teacher_logits"]
-        if self.top_k is not None:
-            teacher = decode_top_k(teacher, logits.shape[1])
         return combine_losses(hard, self.kd(logits, teacher, kd_valid_mask(batch, self.kd_mask)), self.weight)
+
+    def _labels(self, batch: Dict[str, Tensor], teacher: Optional[Tensor]) -> Tuple[Tensor, Tensor]:
+        """Gold ``[B, 2]`` start/end per row and a ``[B]`` 0/1 weight: 1 for labelled rows and confident
+        pseudo-labels."""
+        labels = batch["labels"][:, 0, :]
+        labeled = batch["labeled"].to(labels.device).bool() if "labeled" in batch else \
+            torch.ones(len(labels), dtype=torch.bool, device=labels.device)
+        if self.pseudo_label_threshold is None or teacher is None or bool(labeled.all()):
+            return labels, labeled.float()
+        spans, prob = best_spans(teacher, batch["span_mask"])
+        confident = ~labeled & (prob.to(labeled.device) >= self.pseudo_label_threshold)
+        labels = torch.where(labeled[:, None], labels, spans.to(labels.device))
+        return labels, (labeled | confident).float()
 
 
 def check_top_k(k: int, max_seq_len: int, loss: Any, tokenizer_alignment: Optional[str]) -> None:
@@ -84,6 +106,9 @@ class PredictionStage(ReaderStage):
         if self.top_k is not None:
             check_top_k(self.top_k, max_seq_len, c.distillation_loss, c.tokenizer_alignment)
         check_reader_vocab(self.student, "student")
+        if self.teacher is None and inputs.unlabeled is not None:
+            raise ValueError("unlabeled_filename needs a teacher: unlabelled questions learn only from its answers; "
+                             "use distil_prediction_layer_from(teacher, ...).")
         if self.teacher is not None and c.tokenizer_alignment is None:
             check_pair(self.teacher, self.student, max_seq_len)
         elif self.teacher is not None:
@@ -95,8 +120,10 @@ class PredictionStage(ReaderStage):
         if self.teacher is None:
             return False
         c = self.config
-        key = teacher_key(self.teacher, self.student, inputs.train, inputs.settings,
-                          {"dev_split": c.dev_split, "seed": c.seed if c.dev_split else None})
+        extra = {"dev_split": c.dev_split, "seed": c.seed if c.dev_split else None}
+        if inputs.unlabeled is not None:  # absent otherwise, so the caches of earlier runs stay valid
+            extra["unlabeled_file"] = fingerprint_file(inputs.unlabeled)
+        key = teacher_key(self.teacher, self.student, inputs.train, inputs.settings, extra)
         shared = c.caching or world()[1] > 1  # under torchrun the ranks share one cache folder
         cache_dir = Path(c.cache_path) / "teacher_outputs" if shared else scratch
         batch_size = c.teacher_batch_size or c.batch_size
@@ -118,7 +145,8 @@ class PredictionStage(ReaderStage):
         padded_length = inputs.settings.max_seq_len if c.hard_loss_padding == "slices" else None
         return PredictionLayerLoss(self.student.inferencer.model, 0.0 if self.teacher is None else
                                    c.distillation_loss_weight, c.distillation_loss, c.temperature, c.kd_mask,
-                                   self.top_k, padded_length)
+                                   self.top_k, padded_length,
+                                   c.pseudo_label_threshold if c.pseudo_labels else None)
 
     def batching(self) -> Dict[str, Any]:
         dense_targets = () if self.config.teacher_top_k and self.teacher is not None else ("teacher_logits",)
@@ -128,7 +156,8 @@ class PredictionStage(ReaderStage):
         c = self.config
         return {"loss": str(c.distillation_loss), "temperature": c.temperature,
                 "weight": c.distillation_loss_weight, "kd_mask": c.kd_mask, "teacher_top_k": c.teacher_top_k,
-                "hard_loss_padding": RECORDED_PADDING.get(c.hard_loss_padding, c.hard_loss_padding)}
+                "hard_loss_padding": RECORDED_PADDING.get(c.hard_loss_padding, c.hard_loss_padding),
+                **({"pseudo_label_threshold": c.pseudo_label_threshold} if c.pseudo_labels else {})}
 
 
 def distil_prediction_layer(student: Any, teacher: Optional[Any], config: PredictionLayerConfig) -> Dict[str, Any]:

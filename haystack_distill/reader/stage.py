@@ -20,7 +20,7 @@ from ..teacher_cache import fingerprint_file
 from ..tokenizers import check_tokenizer_compatibility, check_vocab_fits
 from ..training import TrainConfig, TrainResult, config_fields, ensure_distributed, train, world
 from .config import ReaderStageConfig
-from .data import SequenceSettings, StageData, StageInputs, batching, data_path, training_data
+from .data import SequenceSettings, StageData, StageInputs, batching, data_path, training_data, unlabeled_path
 from .output import check_save_dir, default_save_dir, finish, make_eval_fn
 
 logger = logging.getLogger(__name__)
@@ -34,8 +34,9 @@ def stage_inputs(student: Any, teacher: Optional[Any], config: ReaderStageConfig
     dev, test = data_path(config.data_dir, config.dev_filename), data_path(config.data_dir, config.test_filename)
     save = check_save_dir(Path(config.save_dir) if config.save_dir else default_save_dir(student, save_suffix),
                           [r for r in (teacher, student) if r is not None])
+    unlabeled = unlabeled_path(config.data_dir, config.unlabeled_filename)
     settings = SequenceSettings.of(student, config.max_seq_len, config.doc_stride, config.max_query_length)
-    return StageInputs(train_path, dev, test, save, settings)
+    return StageInputs(train_path, dev, test, save, settings, unlabeled)
 
 
 def check_reader_vocab(reader: Any, role: str) -> None:
@@ -117,6 +118,8 @@ class ReaderStage:
         config.run_fields = {**config_fields(config), "stage": self.name, **self.run_fields(inputs, loss_fn),
                              "train_file": fingerprint_file(inputs.train),  # its content: an edited file differs
                              "n_features": len(data.features["input_ids"])}
+        if inputs.unlabeled is not None:  # absent otherwise, so earlier runs' checkpoints still resume
+            config.run_fields.update(unlabeled_file=fingerprint_file(inputs.unlabeled), **data.counts())
         return config
 
     def run(self) -> Dict[str, Any]:
@@ -126,9 +129,9 @@ class ReaderStage:
         inputs = stage_inputs(self.student, self.teacher, config, self.save_suffix)
         self.check(inputs)
         device = resolve_device(config.devices[0] if config.devices else None, use_gpu=config.use_gpu)
-        data = training_data(self.student, inputs.train, inputs.dev, inputs.settings, config)
-        logger.info("%s: %d training features from %d paragraphs", self.name, len(data.features["input_ids"]),
-                    len(data.train))
+        data = training_data(self.student, inputs, config)
+        logger.info("%s: %d training features (%d unlabelled) from %d paragraphs", self.name,
+                    len(data.features["input_ids"]), data.counts()["unlabeled_features"], len(data.train))
         timings: Dict[str, float] = {}
         with tempfile.TemporaryDirectory(prefix="teacher-cache-") as scratch:
             started = time.perf_counter()
@@ -138,7 +141,7 @@ class ReaderStage:
             train_config = self.train_config(inputs, data, device, loss_fn)
             result = self._train(data, loss_fn, train_config, device, timings)
         metrics = {"loss": result.loss, "global_step": result.global_step, "stopped_early": result.stopped_early,
-                   **timings, **self.teacher_stats, **self.extra_metrics(loss_fn)}
+                   **data.counts(), **timings, **self.teacher_stats, **self.extra_metrics(loss_fn)}
         record = {"stage": self.name, "world_size": world()[1],
                   **{k: str(v) for k, v in train_config.run_fields.items()}}
         return finish(self.student, inputs, data, metrics, record, self.save_extra(loss_fn))
