@@ -491,7 +491,8 @@ def git_commit() -> str:
     """The commit the stage runs at (``+dirty`` when the work tree differs), for the result record."""
     def git(*args: str) -> str:
         return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-    return git("rev-parse", "--short", "HEAD") + ("+dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
+    dirty = git("status", "--porcelain", "--untracked-files=no")
+    return git("rev-parse", "--short", "HEAD") + ("+dirty" if dirty else "")
 
 
 def run_stage(profile: str, stage: str, layers: int) -> None:
@@ -600,7 +601,8 @@ def to_markdown(rows, profile: str, command: str) -> str:
     lines = [f"### Reader benchmark, `{profile}` profile", "",
              f"Command: `{command}` · date {datetime.date.today()} · machine: {os.cpu_count()} CPU cores, "
              f"{platform.machine()}, Python {platform.python_version()} · all readers evaluated in one process: EM/F1 "
-             f"from one pass over {n_questions} questions of SQuAD 1.1 dev articles {SPLIT['dev'][0]}-{SPLIT['dev'][1]} (best "
+             f"from one pass over {n_questions} questions of SQuAD 1.1 dev articles "
+             f"{SPLIT['dev'][0]}-{SPLIT['dev'][1]} (best "
              f"span, no-answer off), questions/s the median of {REPEATS} timed passes over the first "
              f"{SPEED_QUESTIONS} · train: first {cfg['train_articles']} articles of the SQuAD 2.0 train subset, "
              f"{cfg['epochs']} epoch(s), batch {BATCH}, lr {LR}, max_seq_len {cfg['max_seq_len']}, doc_stride "

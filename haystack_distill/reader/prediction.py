@@ -19,8 +19,8 @@ import torch
 from torch import Tensor
 
 from ..losses import DistillationLoss, SpanKDLoss, combine_losses, span_cross_entropy
-from ..sparse_logits import decode_top_k, validate_top_k
 from ..spans import best_spans
+from ..sparse_logits import decode_top_k, validate_top_k
 from ..teacher_cache import fingerprint_file
 from ..training import world
 from .config import PredictionLayerConfig
