@@ -501,9 +501,9 @@ def run_stage(profile: str, stage: str, layers: int) -> None:
     run = stage_dir(profile, cfg, stage)
     prepare_data(cfg, run)
     out = run / (stage if stage in ("teacher", "augment") else f"{stage}-{layers}l")
-    started = time.perf_counter()
+    commit, started = git_commit(), time.perf_counter()
     metrics = STAGES[stage](cfg, run, out, layers=layers) or {}
-    record = {"stage": stage, "layers": layers, "commit": git_commit(), "wall_seconds": time.perf_counter() - started,
+    record = {"stage": stage, "layers": layers, "commit": commit, "wall_seconds": time.perf_counter() - started,
               "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "metrics": metrics}
     (run / f"{stage}-{layers}l.result.json").write_text(json.dumps(record, indent=2, default=str))
 
