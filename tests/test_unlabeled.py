@@ -253,3 +253,18 @@ def test_tinybert_feeds_augmented_copies_as_unlabeled_in_both_stages(pair, data,
         make_student().distil_tinybert_from(teacher, str(data), "train.json", str(tmp_path / "t2"),
                                             augmented_train_filename="pool.json", augmented_as="unlabeled",
                                             unlabeled_filename="pool2.json")
+
+
+def test_cli_distil_reader_takes_unlabeled_questions(tiny_models, data, tmp_path, capsys):
+    from haystack_distill.cli import main
+
+    out = tmp_path / "cli-out"
+    code = main(["distil-reader", "--teacher", str(tiny_models["teacher"]), "--student",
+                 str(tiny_models["student_same_width"]), "--data-dir", str(data), "--train-filename", "train.json",
+                 "--unlabeled-filename", "pool.json", "--pseudo-labels", "--save-dir", str(out), "--epochs", "1",
+                 "--batch-size", "8", "--max-seq-len", "96", "--doc-stride", "32", "--max-query-length", "24",
+                 "--cpu"])
+    assert code == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert metrics["unlabeled_features"] > 0
+    assert json.loads((out / "distillation.json").read_text())["pseudo_label_threshold"] == "0.5"

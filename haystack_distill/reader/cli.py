@@ -23,9 +23,32 @@ def _handler(args: argparse.Namespace) -> int:
         batch_size=args.batch_size, n_epochs=args.epochs, learning_rate=args.learning_rate, save_dir=args.save_dir,
         distillation_loss=args.loss, distillation_loss_weight=args.weight, temperature=args.temperature,
         caching=args.caching, seed=args.seed, resume=args.resume, checkpoint_every=args.checkpoint_every,
-        teacher_top_k=args.teacher_top_k, hard_loss_padding=args.hard_loss_padding)
+        teacher_top_k=args.teacher_top_k, hard_loss_padding=args.hard_loss_padding,
+        unlabeled_filename=args.unlabeled_filename, pseudo_labels=args.pseudo_labels,
+        pseudo_label_threshold=args.pseudo_label_threshold)
     print(json.dumps(metrics, indent=2, default=str))
     return 0
+
+
+def _transfer_handler(args: argparse.Namespace) -> int:
+    from .transfer import make_transfer
+
+    report = make_transfer(args.questions, args.documents, args.output, top_k=args.top_k, overwrite=args.overwrite)
+    print(f"wrote {report.output}: {report.questions} questions, {report.paragraphs} paragraphs, "
+          f"{report.pairs} question-context pairs (pass it as --unlabeled-filename)")
+    return 0
+
+
+def add_unlabeled(parser: Any, pseudo_labels: bool = True) -> None:
+    """``--unlabeled-filename`` (and the pseudo-label flags): the unlabelled-data settings of the reader stages."""
+    parser.add_argument("--unlabeled-filename", metavar="FILE",
+                        help="SQuAD file in --data-dir of questions without labels (make-transfer's output); "
+                             "they learn only from the teacher, their answers are ignored")
+    if pseudo_labels:
+        parser.add_argument("--pseudo-labels", action="store_true",
+                            help="also train unlabelled questions on the teacher's best span when it is confident")
+        parser.add_argument("--pseudo-label-threshold", type=float, default=0.5,
+                            help="the teacher's span probability needed for a pseudo-label")
 
 
 def check_model_path(flag: str, name: str) -> None:
@@ -73,5 +96,15 @@ def register(subparsers: Any) -> None:
     p.add_argument("--checkpoint-every", type=int, help="steps between checkpoints (none if unset)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run from its newest checkpoint")
     p.add_argument("--seed", type=int, default=42, help="training seed")
+    add_unlabeled(p)
     p.add_argument("--cpu", action="store_true", help="never use a GPU")
     p.set_defaults(func=_handler)
+    t = subparsers.add_parser("make-transfer", help="unlabelled transfer data: your questions with the contexts BM25 "
+                                                    "finds in your documents")
+    t.add_argument("--questions", required=True, help="text file, one question per line (or a JSON list)")
+    t.add_argument("--documents", required=True,
+                   help="a .txt file or folder of them (paragraphs split by blank lines), or a SQuAD .json file")
+    t.add_argument("--output", required=True, help="the SQuAD file to write (refused if it exists)")
+    t.add_argument("--top-k", type=int, default=3, help="contexts retrieved per question")
+    t.add_argument("--overwrite", action="store_true", help="replace an existing --output")
+    t.set_defaults(func=_transfer_handler)

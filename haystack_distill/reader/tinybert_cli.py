@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Dict, Union
 
 from ..cli import fraction, positive_float, positive_int
-from .cli import add_hard_loss_padding, check_model_path
+from .cli import add_hard_loss_padding, add_unlabeled, check_model_path
 from .presets import TINYBERT_INTERMEDIATE, TINYBERT_PREDICTION
 
 STAGE_FOLDERS = ("stage1_intermediate", "stage2_prediction")
@@ -42,7 +42,7 @@ def check_inputs(args: argparse.Namespace) -> None:
     data = Path(args.data_dir).expanduser()
     if not data.is_dir():
         raise FileNotFoundError(f"--data-dir {args.data_dir}: no such folder; pass the folder of the SQuAD files.")
-    for flag in ("train_filename", "augmented_train_filename", "dev_filename"):
+    for flag in ("train_filename", "augmented_train_filename", "dev_filename", "unlabeled_filename"):
         name = getattr(args, flag)
         if name and not (data / name).is_file():
             raise FileNotFoundError(f"--{flag.replace('_', '-')} {name}: no such file in --data-dir {args.data_dir}.")
@@ -65,7 +65,8 @@ def stage_kwargs(args: argparse.Namespace) -> Dict[str, Dict[str, Any]]:
     prediction = dict(shared, batch_size=args.prediction_batch_size, n_epochs=args.prediction_epochs,
                       learning_rate=args.prediction_learning_rate, distillation_loss=args.loss,
                       distillation_loss_weight=args.weight, teacher_top_k=args.teacher_top_k,
-                      hard_loss_padding=args.hard_loss_padding, evaluate_every=args.evaluate_every)
+                      hard_loss_padding=args.hard_loss_padding, evaluate_every=args.evaluate_every,
+                      pseudo_labels=args.pseudo_labels, pseudo_label_threshold=args.pseudo_label_threshold)
     return {"intermediate": intermediate, "prediction": prediction}
 
 
@@ -82,7 +83,8 @@ def _handler(args: argparse.Namespace) -> int:
         teacher, args.data_dir, args.train_filename, args.save_dir,
         augmented_train_filename=args.augmented_train_filename, dev_filename=args.dev_filename,
         intermediate=False if args.no_intermediate else stages["intermediate"], prediction=stages["prediction"],
-        prediction_on_augmented=not args.prediction_on_original)
+        prediction_on_augmented=not args.prediction_on_original, unlabeled_filename=args.unlabeled_filename,
+        augmented_as=args.augmented_as)
     print(json.dumps(metrics, indent=2, default=str))
     return 0
 
@@ -144,6 +146,10 @@ def register(subparsers: Any) -> None:
     p.add_argument("--train-filename", required=True, help="SQuAD training file in --data-dir")
     p.add_argument("--augmented-train-filename", help="augmented training file in --data-dir (haystack-distill "
                                                       "augment); used by stage 1 and, by default, stage 2")
+    p.add_argument("--augmented-as", choices=["labeled", "unlabeled"], default="labeled",
+                   help="unlabeled: the augmented copies learn only from the teacher, beside the labelled "
+                        "--train-filename, in both stages")
+    add_unlabeled(p)
     p.add_argument("--dev-filename", help="SQuAD dev file in --data-dir: EM/F1 after stage 2")
     p.add_argument("--save-dir", required=True, help="output folder; the stages write into sub-folders")
     _add_stage1(p)
