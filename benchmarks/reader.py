@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 ROOT = Path(__file__).resolve().parents[1]
+RUNS = Path(os.environ.get("HAYSTACK_DISTILL_BENCH_RUNS", ROOT / "benchmarks" / "runs"))  # tests point it elsewhere
 SHARED = ROOT.parent / "shared" / "data" / "squad"
 PROFILES = {
     "quick": dict(train_articles=2, epochs=1, dev_questions=300, layers=[3], max_seq_len=256,
@@ -108,12 +109,12 @@ def stage_teacher(cfg, run: Path, out: Path, **_) -> Dict[str, Any]:
 def run_dir(profile: str, cfg: Dict[str, Any]) -> Path:
     """Students of the default (base-encoder) init live beside the teacher; other inits get their own directory."""
     suffix = "" if cfg["student_init"] == "base" else f"-{cfg['student_init']}-init"
-    return ROOT / "benchmarks" / "runs" / f"{profile}{suffix}"
+    return RUNS / f"{profile}{suffix}"
 
 
 def stage_dir(profile: str, cfg: Dict[str, Any], stage: str) -> Path:
     """Run directory of ``stage``: the teacher (and its result record) is shared by every student init."""
-    return ROOT / "benchmarks" / "runs" / profile if stage == "teacher" else run_dir(profile, cfg)
+    return RUNS / profile if stage == "teacher" else run_dir(profile, cfg)
 
 
 def base_layers(n_base: int, layers: int) -> List[int]:
@@ -408,7 +409,7 @@ def stage_augment(cfg, run, out, **_):
     from augment.api import augment_squad
     from augment.mlm_head import fit_mlm_head
 
-    mlm = ROOT / "benchmarks" / "runs" / "minilm-mlm"  # shared by all profiles
+    mlm = RUNS / "minilm-mlm"  # shared by all profiles
     if not (mlm / "config.json").is_file():
         wiki = SHARED.parent / "wikitext-2"
         fit_mlm_head(get_model_path(), wiki / "wiki.valid.tokens.txt", mlm, show_progress=False)

@@ -56,3 +56,23 @@ def test_the_split_is_disjoint_and_the_pool_is_unlabelled(tmp_path):
     before = {f.name: f.stat().st_mtime_ns for f in data.iterdir()}
     bench.prepare_data(bench.PROFILES["full"], tmp_path)  # idempotent: files already right are not rewritten
     assert {f.name: f.stat().st_mtime_ns for f in data.iterdir()} == before
+
+
+@pytest.mark.slow
+def test_a_stage_command_runs_from_an_empty_runs_folder(tmp_path):
+    """The command BENCHMARKS.md gives for one stage works on a fresh clone: the stage writes the data it reads."""
+    import json
+    import os
+    import subprocess
+
+    bench = _reader_benchmark()
+    if not (bench.SHARED / bench.TRAIN_SOURCE).is_file():
+        pytest.skip("../shared/data/squad is not beside the project")
+    env = {**os.environ, "HAYSTACK_DISTILL_BENCH_RUNS": str(tmp_path / "runs"), "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run([sys.executable, str(bench.ROOT / "benchmarks" / "reader.py"), "--profile", "quick",
+                           "--stage", "teacher"], env=env, capture_output=True, text=True, timeout=3600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    run = tmp_path / "runs" / "quick"
+    assert {f.name for f in (run / "data").iterdir()} == {"train.json", "dev.json", "pool.json", "test.json"}
+    record = json.loads((run / "teacher-0l.result.json").read_text())
+    assert record["metrics"]["global_step"] > 0 and (run / "teacher" / "distillation.json").is_file()
