@@ -7,7 +7,7 @@ export TRANSFORMERS_OFFLINE := 1
 export HAYSTACK_TELEMETRY_ENABLED := False
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo test lint install clean
+.PHONY: demo test test-fast lint install clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,8 +25,11 @@ DEMO_ARGS ?=
 demo: install  # e.g. make demo DEMO_ARGS="--seed 7 --verbose"
 	$(BIN)/haystack-distill demo $(DEMO_ARGS)
 
-test: install
+test: install  # everything (what CI runs)
 	$(BIN)/python -m pytest -q
+
+test-fast: install  # the edit loop: unit tests, no notebooks, no subprocess training
+	$(BIN)/python -m pytest -q -m "not slow"
 
 lint: install
 	$(BIN)/ruff check haystack_distill augment tests benchmarks

@@ -7,10 +7,12 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 WORKER = Path(__file__).with_name("ddp_worker.py")
 SHARD_WORKER = Path(__file__).with_name("shard_worker.py")
+pytestmark = pytest.mark.slow  # torchrun subprocesses
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
 
 
