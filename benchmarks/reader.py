@@ -301,14 +301,16 @@ def _task_distilled(cfg, run, layers: int, recipe: Recipe) -> str:
     return name
 
 
-def stage_no_kd(cfg, run, out, layers, **_):
+def stage_no_kd(cfg, run, out, layers, learning_rate: float = LR, **_):
     _, student = _student(cfg, run, layers)
     return student.train_reader(str(run / "data"), "train.json", batch_size=BATCH, n_epochs=cfg["epochs"],
-                                learning_rate=LR, save_dir=str(out), evaluate_every=0)
+                                learning_rate=learning_rate, save_dir=str(out), evaluate_every=0)
 
 
-def stage_haystack_kd(cfg, run, out, layers, seed: int = 42, **_):
-    """farm-haystack 1.26.4's own KD. It fixes its seed at 42; another ``seed`` replaces that in this process."""
+def stage_haystack_kd(cfg, run, out, layers, seed: int = 42, learning_rate: float = LR, init: str = "",
+                      tag: str = "", **_):
+    """farm-haystack 1.26.4's own KD. It fixes its seed at 42; another ``seed`` replaces that in this process.
+    ``init`` names another start folder in ``run`` (e.g. Haystack's own intermediate stage's output)."""
     from haystack.nodes import FARMReader
 
     if seed != 42:
@@ -318,15 +320,50 @@ def stage_haystack_kd(cfg, run, out, layers, seed: int = 42, **_):
         farm.set_all_seeds = lambda *_, **__: fixed(seed)
     _student(cfg, run, layers)  # makes sure the shared init exists
     teacher = FARMReader(str(cfg["teacher"]), **reader_kwargs(cfg))
-    student = FARMReader(str(run / f"init-{layers}l"), **reader_kwargs(cfg))
-    tag = "" if seed == 42 else f"-seed{seed}"
+    student = FARMReader(str(run / (init or f"init-{layers}l")), **reader_kwargs(cfg))
+    tag = tag or ("" if seed == 42 else f"-seed{seed}")
     student.distil_prediction_layer_from(
         teacher, data_dir=str(run / "data"), train_filename="train.json", batch_size=BATCH,
-        n_epochs=cfg["epochs"], learning_rate=LR, save_dir=str(out), evaluate_every=10**9,
+        n_epochs=cfg["epochs"], learning_rate=learning_rate, save_dir=str(out), evaluate_every=10**9,
         checkpoint_root_dir=run / f"haystack{tag}-ckpt-{layers}l", **KD)
     n_features = _count_features(cfg, run, student)
     return {"teacher_cache_mb": n_features * cfg["max_seq_len"] * 2 * 4 / 2**20,
             "teacher_cache_note": "fp32 [features, max_seq_len, 2] tensors held in RAM (computed from the count)"}
+
+
+def stage_haystack_td_kd(cfg, run, out, layers, learning_rate: float = 1e-4, **_):
+    """farm-haystack 1.26.4's own intermediate-layer stage (1 epoch at lr 1e-4 like ours; its attention and hidden
+    terms at its fixed weights) on the train file, then its prediction-layer KD at ``learning_rate``."""
+    from haystack.nodes import FARMReader
+
+    init = f"init-haystack-td-{layers}l"
+    if not (run / init / "language_model_config.json").is_file():
+        _student(cfg, run, layers)
+        teacher = FARMReader(str(cfg["teacher"]), **reader_kwargs(cfg))
+        student = FARMReader(str(run / f"init-{layers}l"), **reader_kwargs(cfg))
+        student.distil_intermediate_layers_from(
+            teacher, data_dir=str(run / "data"), train_filename="train.json", batch_size=BATCH, n_epochs=1,
+            learning_rate=1e-4, save_dir=str(run / init), evaluate_every=10**9,
+            checkpoint_root_dir=run / f"haystack-td-ckpt-{layers}l")
+    return stage_haystack_kd(cfg, run, out, layers, learning_rate=learning_rate, init=init, tag="-td")
+
+
+#: Baselines at their own best settings: the learning rates our recipes were swept over, for Haystack's KD, the
+#: labels-only student and Haystack's intermediate stage + KD (stage -> (stage function, keyword arguments)).
+BASELINES = {
+    "no_kd_lr1e4": (stage_no_kd, {"learning_rate": 1e-4}),
+    "no_kd_lr2e4": (stage_no_kd, {"learning_rate": 2e-4}),
+    "haystack_kd_lr1e4": (stage_haystack_kd, {"learning_rate": 1e-4, "tag": "-lr1e4"}),
+    "haystack_kd_lr2e4": (stage_haystack_kd, {"learning_rate": 2e-4, "tag": "-lr2e4"}),
+    "haystack_kd_lr1e4_seed2": (stage_haystack_kd, {"learning_rate": 1e-4, "seed": 2, "tag": "-lr1e4-seed2"}),
+    "haystack_td_kd_lr1e4": (stage_haystack_td_kd, {"learning_rate": 1e-4}),
+}
+
+
+def stage_baseline(stage: str):
+    """Stage function of one ``BASELINES`` row."""
+    function, kwargs = BASELINES[stage]
+    return lambda cfg, run, out, layers, **_: function(cfg, run, out, layers, **kwargs)
 
 
 def _count_features(cfg, run, reader) -> int:
@@ -436,7 +473,7 @@ STAGES = {"teacher": stage_teacher, "augment": stage_augment, "no_kd": stage_no_
           **{name: stage_kd_check(name) for name in KD_CHECKS},
           "ours_tinybert": stage_ours_tinybert, "ours_aug": stage_ours_aug, "gd": stage_gd,
           "gd_teacher": stage_gd_teacher,
-          **{name: stage_recipe(name) for name in RECIPES}}
+          **{name: stage_recipe(name) for name in RECIPES}, **{name: stage_baseline(name) for name in BASELINES}}
 LABELS = {"no_kd": "student {l}L, fine-tuned, no KD", "haystack_kd": "student {l}L, Haystack 1.26.4 KD",
           "haystack_kd_seed2": "student {l}L, Haystack 1.26.4 KD, seed 2 instead of its fixed 42",
           "ours_kd": "student {l}L, ours: prediction-layer KD",
@@ -480,7 +517,13 @@ LABELS = {"no_kd": "student {l}L, fine-tuned, no KD", "haystack_kd": "student {l
                                "1e-4 (slices), training seed 2",
           "lr1e4_td_kd_pool": "student {l}L, ours: intermediate + prediction-layer KD at lr 1e-4, + unlabelled pool",
           "lr1e4_td_kd_pool_seed2": "student {l}L, ours: intermediate + prediction-layer KD at lr 1e-4, + unlabelled "
-                                    "pool, training seed 2"}
+                                    "pool, training seed 2",
+          "no_kd_lr1e4": "student {l}L, fine-tuned, no KD, lr 1e-4",
+          "no_kd_lr2e4": "student {l}L, fine-tuned, no KD, lr 2e-4",
+          "haystack_kd_lr1e4": "student {l}L, Haystack 1.26.4 KD, lr 1e-4",
+          "haystack_kd_lr2e4": "student {l}L, Haystack 1.26.4 KD, lr 2e-4",
+          "haystack_kd_lr1e4_seed2": "student {l}L, Haystack 1.26.4 KD, lr 1e-4, seed 2",
+          "haystack_td_kd_lr1e4": "student {l}L, Haystack 1.26.4 intermediate stage + its KD at lr 1e-4"}
 
 
 def model_dir(run: Path, stage: str, layers: int) -> Path:
@@ -538,6 +581,8 @@ def job_order(layers: List[int], extended: bool = True, kd_checks: bool = True) 
     # the student-quality rows that measured best (BENCHMARKS.md "Student quality, second run"), then their parts
     order += [("lr1e4_td_kd_pool", first), ("lr1e4_td_kd", first), ("lr1e4_td_kd_pool_seed2", first),
               ("lr1e4_td_kd_seed2", first)] + [(s, n) for n in rest for s in ("lr1e4_td_kd_pool", "lr1e4_td_kd")]
+    order += [(s, first) for s in ("haystack_kd_lr1e4", "no_kd_lr1e4", "haystack_kd_lr2e4", "no_kd_lr2e4",
+                                   "haystack_kd_lr1e4_seed2", "haystack_td_kd_lr1e4")]  # baselines at their best
     order += [(s, first) for s in ("lr1e4_kd", "lr1e4_kd_seed2", "td_kd")]
     checks = [(s, first) for s in ("haystack_kd_seed2", *KD_CHECKS)] if kd_checks else []
     order += [("ours_tinybert", n) for n in layers] + checks
