@@ -26,6 +26,7 @@ COMMAND_MODULES = (
     "haystack_distill.reader.cli",
     "haystack_distill.reader.export_cli",
     "haystack_distill.reader.tinybert_cli",
+    "haystack_distill.reader.students_cli",
     "haystack_distill.evaluation.cli",
     "haystack_distill.general_cli",
     "haystack_distill.embeddings.cli",

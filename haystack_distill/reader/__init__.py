@@ -5,6 +5,7 @@
 - :class:`DistillableFARMReader` is ``FARMReader`` with the mixin.
 - :func:`make_distillable` gives an existing reader instance the mixin.
 - :func:`student_from_teacher` builds a smaller reader by keeping some of the teacher's layers.
+- :func:`make_student` saves the recommended student: layers of a base encoder with a fresh QA head (or of a reader).
 
 Names load on first use, so importing a submodule (e.g. the CLI) does not import Haystack.
 """
@@ -17,6 +18,7 @@ _EXPORTS = {
     "DistillableFARMReader": "farm",
     "DistillationMixin": "mixin",
     "make_distillable": "mixin",
+    "make_student": "students",
     "student_from_teacher": "students",
 }
 __all__ = sorted(_EXPORTS)
