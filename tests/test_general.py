@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from conftest import build_tiny_bert
@@ -169,3 +170,114 @@ def test_cli_runs_and_reports_bad_input_in_one_line(teacher, tmp_path, capsys):
 def test_config_validation_names_the_fix():
     with pytest.raises(ValueError, match="stride"):
         GeneralDistillationConfig(layers=2, max_seq_len=16, stride=20).validate()
+
+
+# ---------------------------------------------------------------- a sentence-transformers teacher
+
+
+def _sentence_teacher(encoder: Path, path: Path, pooling: str = "cls", dense: bool = False) -> Path:
+    """``encoder`` wrapped as a saved SentenceTransformer: CLS pooling (not the default mean), [Dense,] Normalize."""
+    from sentence_transformers import SentenceTransformer, models
+
+    modules = [models.Transformer(str(encoder), max_seq_length=64), models.Pooling(32, pooling_mode=pooling)]
+    if dense:
+        torch.manual_seed(0)
+        modules.append(models.Dense(32, 8))
+    SentenceTransformer(modules=[*modules, models.Normalize()], device="cpu").save(str(path), create_model_card=False)
+    return path
+
+
+@pytest.fixture(scope="module")
+def sentence_teacher(teacher, tmp_path_factory) -> Path:
+    return _sentence_teacher(teacher, tmp_path_factory.mktemp("st") / "teacher")
+
+
+@pytest.fixture(scope="module")
+def sentence_student(sentence_teacher, tmp_path_factory) -> tuple:
+    """(GD folder of the sentence-transformers teacher, result of distil_general)."""
+    root = tmp_path_factory.mktemp("st-gd")
+    result = distil_general(sentence_teacher, _texts(root / "texts.txt"), root / "out", layers=2, epochs=1, **FAST)
+    return root / "out", result
+
+
+def test_gd_of_a_sentence_transformer_keeps_its_pooling_and_normalize(sentence_student):
+    from sentence_transformers import SentenceTransformer
+    from transformers import AutoModel, AutoTokenizer
+
+    out, result = sentence_student
+    assert result["sentence_transformers"] is True
+    for name in ("modules.json", "1_Pooling/config.json", "sentence_bert_config.json",
+                 "config_sentence_transformers.json"):
+        assert (out / name).is_file(), name
+    model = SentenceTransformer(str(out), device="cpu")
+    assert [type(m).__name__ for m in model] == ["Transformer", "Pooling", "Normalize"]
+    assert model[1].pooling_mode_cls_token and not model[1].pooling_mode_mean_tokens and model.max_seq_length == 64
+    texts = ["the city of paris", "what year was the company"]
+    batch = AutoTokenizer.from_pretrained(str(out))(texts, padding=True, return_tensors="pt")
+    with torch.no_grad():
+        cls = AutoModel.from_pretrained(str(out))(**batch).last_hidden_state[:, 0]
+    expected = torch.nn.functional.normalize(cls, dim=-1).numpy()
+    assert model.encode(texts) == pytest.approx(expected, abs=1e-5)
+
+
+def test_embedding_commands_and_readers_accept_the_gd_folder(sentence_student, sentence_teacher, tmp_path, capsys):
+    from haystack_distill.cli import main
+    from haystack_distill.embeddings import load_sentence_transformer
+    from haystack_distill.embeddings.sts import evaluate_sts, read_sts
+    from haystack_distill.reader import DistillableFARMReader
+
+    out, _ = sentence_student
+    lines = [" ".join(WORDS[i:i + 5]) for i in range(12)]
+    sts = tmp_path / "sts.csv"
+    sts.write_text("".join(f"g\tf\t2012\t{i}\t{i % 5}.0\t{lines[i]}\t{lines[i + 1]}\n" for i in range(10)))
+    assert main(["eval-sts", "--model", str(out), "--sts", str(sts)]) == 0
+    score = 100 * evaluate_sts(load_sentence_transformer(out), read_sts(sts))
+    assert capsys.readouterr().out.splitlines()[1].split()[-1] == f"{score:.2f}"
+    (tmp_path / "sentences.txt").write_text("\n".join(lines) + "\n")
+    assert main(["distil-embeddings", "--teacher", str(sentence_teacher), "--student", str(out), "--sentences",
+                 str(tmp_path / "sentences.txt"), "--output", str(tmp_path / "emb"), "--batch-size", "4"]) == 0
+    assert [type(m).__name__ for m in load_sentence_transformer(tmp_path / "emb")][1:] == ["Pooling", "Normalize"]
+    reader = DistillableFARMReader(str(out), use_gpu=False, max_seq_len=64, doc_stride=16, max_query_length=16,
+                                   progress_bar=False, num_processes=0)
+    assert count_layers(reader.inferencer.model.language_model.model) == 2
+
+
+def test_narrower_student_gets_the_teachers_modules_at_its_width(sentence_teacher, tmp_path):
+    from sentence_transformers import SentenceTransformer
+
+    student = build_tiny_bert(tmp_path / "narrow", layers=2, hidden=16, heads=2, seed=3, qa=False)
+    result = distil_general(sentence_teacher, _texts(tmp_path / "texts.txt"), tmp_path / "out", student=str(student),
+                            epochs=1, **FAST)
+    model = SentenceTransformer(str(tmp_path / "out"), device="cpu")
+    assert result["sentence_transformers"] and model.get_sentence_embedding_dimension() == 16
+    embeddings = model.encode(["the city of paris"])
+    assert embeddings.shape == (1, 16) and np.linalg.norm(embeddings) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_width_bound_modules_and_a_narrower_student_leave_a_plain_encoder(teacher, tmp_path, caplog):
+    st_teacher = _sentence_teacher(teacher, tmp_path / "dense-teacher", pooling="mean", dense=True)
+    student = build_tiny_bert(tmp_path / "narrow", layers=2, hidden=16, heads=2, seed=3, qa=False)
+    result = distil_general(st_teacher, _texts(tmp_path / "texts.txt"), tmp_path / "out", student=str(student),
+                            epochs=1, **FAST)
+    assert result["sentence_transformers"] is False and not (tmp_path / "out" / "modules.json").exists()
+    assert "Dense expect width 32, the student has 16" in caplog.text
+    same_width = distil_general(st_teacher, _texts(tmp_path / "texts.txt"), tmp_path / "out2", layers=2, epochs=1,
+                                **FAST)
+    from sentence_transformers import SentenceTransformer
+
+    assert same_width["sentence_transformers"]
+    names = [type(m).__name__ for m in SentenceTransformer(str(tmp_path / "out2"), device="cpu")]
+    assert names == ["Transformer", "Pooling", "Dense", "Normalize"]
+
+
+def test_a_broken_modules_json_is_refused_before_any_model_loads(sentence_teacher, tmp_path, monkeypatch):
+    import shutil
+
+    import haystack_distill.general as general
+
+    broken = tmp_path / "teacher"
+    shutil.copytree(sentence_teacher, broken)
+    (broken / "modules.json").write_text("[{\"idx\": 0")
+    monkeypatch.setattr(general, "_load_encoder", lambda *a: pytest.fail("a model was loaded"))
+    with pytest.raises(ValueError, match=r"modules.json is not valid JSON.*remove it"):
+        distil_general(broken, _texts(tmp_path / "texts.txt"), tmp_path / "out", layers=2, **FAST)
