@@ -365,13 +365,59 @@ def test_quantize_round_trip_gives_close_embeddings(teacher, sentences, tmp_path
 # ---------------------------------------------------------------- STS
 
 
-def test_spearman_matches_scipy_with_ties():
-    from scipy.stats import spearmanr
+def _average_ranks(values) -> np.ndarray:
+    """1-based ranks, tied values sharing the mean of their ranks (written out, not scipy's)."""
+    values = list(values)
+    ranks = np.empty(len(values))
+    for i, v in enumerate(values):
+        below, same = sum(u < v for u in values), sum(u == v for u in values)
+        ranks[i] = below + (same + 1) / 2
+    return ranks
 
+
+def _pearson_by_formula(x, y) -> float:
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    dx, dy = x - x.mean(), y - y.mean()
+    return float((dx * dy).sum() / np.sqrt((dx**2).sum() * (dy**2).sum()))
+
+
+def test_spearman_and_pearson_equal_the_textbook_formulas():
+    from haystack_distill.embeddings import pearson
+
+    assert spearman([1.0, 2.0, 3.0, 4.0], [10.0, 20.0, 40.0, 30.0]) == pytest.approx(1 - 6 * 2 / (4 * 15), abs=1e-15)
     rng = np.random.default_rng(0)
     x, y = rng.integers(0, 5, 200).astype(float), rng.normal(size=200)
-    y[:50] = np.round(y[:50])
-    assert spearman(x, y) == pytest.approx(spearmanr(x, y).correlation, abs=1e-12)
+    y[:50] = np.round(y[:50])  # ties in both
+    assert spearman(x, y) == pytest.approx(_pearson_by_formula(_average_ranks(x), _average_ranks(y)), abs=1e-12)
+    assert pearson(x, y) == pytest.approx(_pearson_by_formula(x, y), abs=1e-12)
+    assert pearson([1.0, 2.0, 3.0], [2.0, 4.0, 7.0]) == pytest.approx(5 / np.sqrt(2 * 114 / 9), abs=1e-12)  # by hand
+    for bad, message in (([1.0], "length >= 2"), ([2.0, 2.0, 2.0], "constant")):
+        with pytest.raises(ValueError, match=message):
+            spearman(bad, list(range(len(bad))))
+
+
+def test_sts_correlations_equal_the_formulas_on_independent_cosines(teacher, sentences):
+    """Pins the numbers through sentence-transformers' evaluator: cosines in float64 from encode(), ranks and
+    correlations written out; gold scores with ties and a repeated sentence."""
+    from haystack_distill.embeddings import sts_correlations
+
+    rng = random.Random(3)
+    pairs = [StsPair(a, b, float(rng.randint(0, 10)) / 2) for a, b in zip(sentences[:40], sentences[20:60])]
+    left = teacher.encode([p.sentence1 for p in pairs]).astype(np.float64)
+    right = teacher.encode([p.sentence2 for p in pairs]).astype(np.float64)
+    cosines = (left * right).sum(1) / np.linalg.norm(left, axis=1) / np.linalg.norm(right, axis=1)
+    gold = [p.score for p in pairs]
+    card_before = dict(teacher.model_card_data.eval_results_dict)
+    result = sts_correlations(teacher, pairs, batch_size=7)
+    assert result["spearman"] == pytest.approx(_pearson_by_formula(_average_ranks(cosines), _average_ranks(gold)),
+                                               abs=1e-6)
+    assert result["pearson"] == pytest.approx(_pearson_by_formula(cosines, gold), abs=1e-6)
+    assert evaluate_sts(teacher, pairs) == result["spearman"]
+    assert teacher.model_card_data.eval_results_dict == card_before  # scoring leaves the model unchanged
+    with pytest.raises(ValueError, match="at least 2 pairs"):
+        evaluate_sts(teacher, pairs[:1])
+    with pytest.raises(ValueError, match="every gold score .* is 2.0"):
+        evaluate_sts(teacher, [StsPair(p.sentence1, p.sentence2, 2.0) for p in pairs])
 
 
 def test_evaluate_sts_equals_scipy_on_independently_computed_cosines(teacher, sentences):

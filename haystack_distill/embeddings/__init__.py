@@ -30,6 +30,8 @@ _EXPORTS: Dict[str, str] = {
     "evaluate_sts": "sts",
     "read_sts": "sts",
     "spearman": "sts",
+    "pearson": "sts",
+    "sts_correlations": "sts",
     "StsPair": "sts",
     "read_sentences": "sentences",
     "load_sentence_transformer": "model_io",

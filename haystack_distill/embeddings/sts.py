@@ -1,19 +1,25 @@
 """STS evaluation: Spearman correlation between cosine similarity and gold scores, and an STS-B reader.
 
+The correlations are scipy's (:func:`scipy.stats.spearmanr`, :func:`scipy.stats.pearsonr`) and the model is
+scored by sentence-transformers' ``EmbeddingSimilarityEvaluator``; this module adds the file reader, input
+checks that name the problem, and plain-number results.
+
 STS-B files are tab-separated: genre, file, year, id, score, sentence1, sentence2, sometimes followed by
 extra columns. Quotes are unbalanced in the original release, so lines are split on tabs only, never
 parsed with csv quoting.
 
 Example:
-    >>> spearman([1.0, 2.0, 3.0, 4.0], [10.0, 20.0, 40.0, 30.0])
+    >>> round(spearman([1.0, 2.0, 3.0, 4.0], [10.0, 20.0, 40.0, 30.0]), 12)
     0.8
+    >>> round(pearson([1.0, 2.0, 3.0], [2.0, 4.0, 7.0]), 4)
+    0.9934
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, List, NamedTuple, Sequence, Union
+from typing import TYPE_CHECKING, Any, Dict, List, NamedTuple, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -66,43 +72,67 @@ def read_sts(path: PathLike) -> List[StsPair]:
     return pairs
 
 
-def _average_ranks(values: np.ndarray) -> np.ndarray:
-    """1-based ranks, ties given the mean of the ranks they span."""
-    order = np.argsort(values, kind="mergesort")
-    sorted_values = values[order]
-    starts = np.flatnonzero(np.r_[True, sorted_values[1:] != sorted_values[:-1]])
-    ends = np.r_[starts[1:], len(values)]
-    group_rank = (starts + ends + 1) / 2.0  # mean of ranks starts+1 .. ends
-    ranks = np.empty(len(values), dtype=np.float64)
-    ranks[order] = np.repeat(group_rank, ends - starts)
-    return ranks
+def _paired(x: Sequence[float], y: Sequence[float], name: str) -> Tuple[np.ndarray, np.ndarray]:
+    """``x`` and ``y`` as float arrays, checked: 1-d, equal length >= 2, neither constant."""
+    a, b = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    if a.shape != b.shape or a.ndim != 1 or len(a) < 2:
+        raise ValueError(f"{name} needs two 1-d sequences of equal length >= 2, got {a.shape} and {b.shape}.")
+    if np.ptp(a) == 0 or np.ptp(b) == 0:
+        raise ValueError(f"{name} is undefined when one input is constant.")
+    return a, b
 
 
 def spearman(x: Sequence[float], y: Sequence[float]) -> float:
-    """Spearman's rank correlation: Pearson correlation of average ranks (ties handled)."""
-    a, b = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
-    if a.shape != b.shape or a.ndim != 1 or len(a) < 2:
-        raise ValueError(f"spearman needs two 1-d sequences of equal length >= 2, got {a.shape} and {b.shape}.")
-    ra, rb = _average_ranks(a), _average_ranks(b)
-    ra, rb = ra - ra.mean(), rb - rb.mean()
-    denom = np.sqrt((ra**2).sum() * (rb**2).sum())
-    if denom == 0:
-        raise ValueError("spearman is undefined when one input is constant.")
-    return float((ra * rb).sum() / denom)
+    """Spearman's rank correlation (ties get their average rank), by :func:`scipy.stats.spearmanr`."""
+    from scipy.stats import spearmanr
+
+    return float(spearmanr(*_paired(x, y, "spearman")).statistic)
 
 
-def cosine_scores(model: SentenceTransformer, pairs: Sequence[StsPair], batch_size: int = 64,
-                  show_progress_bar: bool = False) -> np.ndarray:
-    """Cosine similarity of each pair, every distinct sentence encoded once."""
+def pearson(x: Sequence[float], y: Sequence[float]) -> float:
+    """Pearson's linear correlation, by :func:`scipy.stats.pearsonr`."""
+    from scipy.stats import pearsonr
+
+    return float(pearsonr(*_paired(x, y, "pearson")).statistic)
+
+
+def _evaluator(pairs: Sequence[StsPair], batch_size: int, show_progress_bar: bool) -> Any:
+    """sentence-transformers' ``EmbeddingSimilarityEvaluator`` on ``pairs`` that leaves the model's card alone."""
+    from sentence_transformers.evaluation import EmbeddingSimilarityEvaluator, SimilarityFunction
+
+    class Evaluator(EmbeddingSimilarityEvaluator):
+        def store_metrics_in_model_card_data(self, model: Any, metrics: Dict[str, Any]) -> None:
+            """Scoring a model does not change it (the card would collect every dev evaluation)."""
+
+    return Evaluator([p.sentence1 for p in pairs], [p.sentence2 for p in pairs], [p.score for p in pairs],
+                     batch_size=batch_size, main_similarity=SimilarityFunction.COSINE,
+                     show_progress_bar=show_progress_bar, write_csv=False)
+
+
+def sts_correlations(model: SentenceTransformer, pairs: Sequence[StsPair], batch_size: int = 64,
+                     show_progress_bar: bool = False) -> Dict[str, float]:
+    """``{"spearman": ..., "pearson": ...}`` between the cosine similarity of each pair and its gold score.
+
+    ``pairs`` are :class:`StsPair` or ``(sentence1, sentence2, score)`` tuples.
+
+    Example:
+        >>> model = SentenceTransformer(get_model_path())  # all-MiniLM-L6-v2  # doctest: +SKIP
+        >>> scores = sts_correlations(model, read_sts("../shared/data/stsbenchmark/sts-test.csv"))  # doctest: +SKIP
+        >>> {name: round(value, 4) for name, value in scores.items()}  # doctest: +SKIP
+        {'spearman': 0.8203, 'pearson': 0.8274}
+    """
     pairs = [StsPair(*p) for p in pairs]
-    unique = list(dict.fromkeys(s for p in pairs for s in (p.sentence1, p.sentence2)))
-    index = {s: i for i, s in enumerate(unique)}
-    emb = model.encode(unique, batch_size=batch_size, show_progress_bar=show_progress_bar, convert_to_numpy=True)
-    emb = emb.astype(np.float64)
-    emb /= np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
-    left = emb[[index[p.sentence1] for p in pairs]]
-    right = emb[[index[p.sentence2] for p in pairs]]
-    return (left * right).sum(axis=1)
+    if len(pairs) < 2:
+        raise ValueError(f"STS evaluation needs at least 2 pairs, got {len(pairs)}.")
+    if len({p.score for p in pairs}) == 1:
+        raise ValueError(f"every gold score of the {len(pairs)} STS pairs is {pairs[0].score}; correlation is "
+                         "undefined. Pass pairs with varied scores (e.g. sts-dev.csv).")
+    metrics = _evaluator(pairs, batch_size, show_progress_bar)(model)
+    result = {"spearman": float(metrics["spearman_cosine"]), "pearson": float(metrics["pearson_cosine"])}
+    if not all(np.isfinite(v) for v in result.values()):
+        raise ValueError("the model gives every STS pair the same cosine similarity, so correlation is undefined; "
+                         "check that it is a trained (not collapsed) model.")
+    return result
 
 
 def evaluate_sts(model: SentenceTransformer, pairs: Sequence[StsPair], batch_size: int = 64,
@@ -114,7 +144,4 @@ def evaluate_sts(model: SentenceTransformer, pairs: Sequence[StsPair], batch_siz
     Example:
         >>> evaluate_sts(model, read_sts("../shared/data/stsbenchmark/sts-test.csv"))  # doctest: +SKIP
     """
-    if len(pairs) < 2:
-        raise ValueError(f"evaluate_sts needs at least 2 pairs, got {len(pairs)}.")
-    gold = [float(StsPair(*p).score) for p in pairs]
-    return spearman(list(cosine_scores(model, pairs, batch_size, show_progress_bar)), gold)
+    return sts_correlations(model, pairs, batch_size, show_progress_bar)["spearman"]
