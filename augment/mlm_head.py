@@ -47,6 +47,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from haystack_distill.io import atomic_dir, ensure_new_output
+from haystack_distill.model_card import CardInfo, base_model_of, numbers, settings, write_model_card
 from haystack_distill.training import TrainConfig, train
 
 logger = logging.getLogger(__name__)
@@ -199,8 +200,22 @@ def fit_mlm_head(encoder_path: PathLike, train_text: PathLike, output_dir: PathL
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         (tmp / "mlm_head_metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        write_model_card(tmp, mlm_head_card(encoder_path, train_text, output_dir.name, config, metrics))
     logger.info("Saved masked LM to %s: %s", output_dir, metrics)
     return metrics
+
+
+def mlm_head_card(encoder_path: PathLike, train_text: PathLike, name: str, config: MlmHeadConfig,
+                  metrics: Dict[str, float]) -> CardInfo:
+    """The model card of a fitted MLM head: the frozen encoder, the texts, the settings and the accuracies."""
+    recipe = {k: v for k, v in dataclasses.asdict(config).items() if k not in ("device", "overwrite", "show_progress")}
+    return CardInfo(
+        name=name, pipeline_tag="fill-mask", library_name="transformers",
+        description=f"`{encoder_path}` (frozen) with a masked-LM head fitted by haystack-distill, for the "
+                    "masked-LM word substitutions of `python -m augment` (TinyBERT-style data augmentation).",
+        base_model=base_model_of(encoder_path), start=str(encoder_path),
+        data={"train": str(train_text), "eval": str(config.eval_text) if config.eval_text else ""},
+        settings=settings(recipe), scores=numbers(metrics), tags=("data-augmentation",), usage="fill-mask")
 
 
 def _load_masked_lm(encoder_path: PathLike, device: str) -> Tuple[Any, Any]:

@@ -258,7 +258,16 @@ def run_command(args: argparse.Namespace) -> int:
         return 1 if isinstance(err, DivergenceError) else 2
 
 
+def offline_by_default() -> None:
+    """No Hub access at run time (every model is a local folder): ``HF_HUB_OFFLINE=1`` and
+    ``TRANSFORMERS_OFFLINE=1`` unless already set (``HF_HUB_OFFLINE=0`` lets a command download a Hub model).
+    Called before huggingface_hub is imported, which reads them once."""
+    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        os.environ.setdefault(name, "1")
+
+
 def main(argv: Optional[List[str]] = None) -> int:
+    offline_by_default()
     os.environ.setdefault("HAYSTACK_TELEMETRY_ENABLED", "False")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     argv = sys.argv[1:] if argv is None else list(argv)

@@ -319,6 +319,7 @@ def distil_general(teacher: PathLike, texts: PathLike, output: PathLike,
     from transformers import AutoTokenizer
 
     from .io import atomic_dir
+    from .model_card import write_model_card
     from .safety import check_finite, check_output_dir, write_manifest
 
     config = GeneralDistillationConfig(**{**asdict(config or GeneralDistillationConfig()), **overrides}).validate()
@@ -360,6 +361,10 @@ def distil_general(teacher: PathLike, texts: PathLike, output: PathLike,
         tokenizer.save_pretrained(str(tmp))
         sentence = modules is not None and copy_sentence_modules(teacher, modules, tmp, student,
                                                                  teacher_model.config.hidden_size)
+        scores = {"loss": result.loss, **loss.last_terms, "global_step": result.global_step,
+                  "windows": len(data["input_ids"])}
+        write_model_card(tmp, general_card(teacher, texts, output.name, config, {"keep": keep, "mapping": mapping},
+                                           scores, bool(sentence)))
         write_manifest(tmp, f"general distillation of {teacher}")
     if train_config.checkpoint_dir:  # ours; the finished model replaces them
         shutil.rmtree(train_config.checkpoint_dir, ignore_errors=True)
@@ -367,3 +372,26 @@ def distil_general(teacher: PathLike, texts: PathLike, output: PathLike,
             "mapping": mapping, "windows": len(data["input_ids"]), "output": str(output),
             "sentence_transformers": bool(sentence)}
 
+
+RUN_ONLY = ("device", "checkpoint_every", "resume", "show_progress", "layer_mapping")  # not the recipe
+
+
+def general_card(teacher: PathLike, texts: PathLike, name: str, config: GeneralDistillationConfig,
+                 layers: Dict[str, Any], scores: Dict[str, Any], sentence: bool) -> Any:
+    """The model card of a general-distillation output: teacher, text file, settings (``layers``: the kept
+    teacher layers and the resolved layer mapping) and the last loss terms; a sentence-transformers folder when
+    ``sentence``."""
+    from .model_card import CardInfo, base_model_of, numbers, settings
+
+    start = config.student or f"layers {layers['keep']} of the teacher"
+    return CardInfo(
+        name=name, pipeline_tag="sentence-similarity" if sentence else "feature-extraction",
+        library_name="sentence-transformers" if sentence else "transformers",
+        description=f"A general-distillation student (TinyBERT's first step) of `{teacher}`: it learned the "
+                    "teacher's hidden states and attention scores on plain text. It has no task head yet; distil a "
+                    "reader or embeddings from it next.",
+        base_model=base_model_of(config.student or teacher), teacher=str(teacher), start=str(start),
+        data={"texts": str(texts)},
+        settings=settings({**{k: v for k, v in asdict(config).items() if k not in RUN_ONLY}, **layers}),
+        scores=numbers(scores), tags=("sentence-transformers",) if sentence else (),
+        usage="sentence-transformers" if sentence else "encoder")

@@ -19,6 +19,30 @@ def _umask() -> int:
     return mask
 
 
+def usual_permissions(path: PathLike) -> Path:
+    """Give ``path`` (a file, or a folder and everything in it) the mode a plain ``open``/``mkdir`` would: files
+    ``0o666 & ~umask`` (``0o777`` for executables), folders ``0o777 & ~umask``; returns ``path``.
+
+    ``tempfile.mkdtemp`` (0700) and safetensors' ``save_file`` (0600) create private files, which another user
+    (a model server) could not read.
+
+    Example:
+        >>> import stat, tempfile
+        >>> folder = Path(tempfile.mkdtemp())  # created 0700
+        >>> old = os.umask(0o022); _ = usual_permissions(folder); _ = os.umask(old)
+        >>> oct(stat.S_IMODE(folder.stat().st_mode))
+        '0o755'
+    """
+    path = Path(path)
+    mask = _umask()
+    for item in [path, *path.rglob("*")] if path.is_dir() else [path]:
+        if item.is_symlink():
+            continue
+        executable = item.is_dir() or item.stat().st_mode & 0o111
+        os.chmod(item, (0o777 if executable else 0o666) & ~mask)
+    return path
+
+
 @contextlib.contextmanager
 def atomic_writer(path: PathLike, encoding: str = "utf-8") -> Iterator[Any]:
     """Text handle on a same-directory temp file that replaces ``path`` (fsync + ``os.replace``) on success only."""
@@ -63,7 +87,8 @@ def ensure_new_output(path: PathLike, overwrite: bool = False, flag: str = "--ov
 def atomic_dir(path: PathLike) -> Iterator[Path]:
     """Yield a temporary directory next to ``path``; on success it replaces ``path`` in one rename.
 
-    An existing ``path`` is moved aside first and deleted only after the new directory is in place.
+    An existing ``path`` is moved aside first and deleted only after the new directory is in place. Everything in
+    the new directory gets the usual permissions first (:func:`usual_permissions`), whoever wrote it.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -73,6 +98,7 @@ def atomic_dir(path: PathLike) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    usual_permissions(tmp)
     old = None
     if path.exists():
         old = path.with_name(f".{path.name}.old-{os.getpid()}")

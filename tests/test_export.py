@@ -1,6 +1,7 @@
 """Deploying a distilled reader: one folder for Haystack and transformers, ONNX (fp32/int8) exports, scoring."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -55,7 +56,7 @@ def _haystack_logits(folder, batch):
 def test_saved_student_loads_in_haystack_and_transformers_with_equal_logits(student_dir):
     from transformers import AutoModelForQuestionAnswering, pipeline
 
-    assert (student_dir / "model.safetensors").is_file() and (student_dir / "language_model.bin").is_file()
+    assert (student_dir / "language_model.bin").is_file() and not (student_dir / "model.safetensors").exists()
     batch = _batch(student_dir)
     start, end = _haystack_logits(student_dir, batch)
     model = AutoModelForQuestionAnswering.from_pretrained(str(student_dir)).eval()
@@ -176,12 +177,39 @@ def test_benchmark_reader_scores_onnx_and_int8_readers(student_dir, exports, tin
     assert all(0 <= r["f1"] <= 100 and r["questions_per_second"] > 0 for r in rows)
 
 
-def test_saved_folder_counts_its_weights_once_on_disk(student_dir):
-    from haystack_distill.evaluation.reader import disk_size_mb
+def test_older_folders_with_two_copies_count_their_weights_once_on_disk(student_dir, tmp_path):
+    import shutil
 
-    total = sum(f.stat().st_size for f in student_dir.iterdir() if f.is_file()) / 2**20
-    copy = (student_dir / "model.safetensors").stat().st_size / 2**20
-    assert disk_size_mb(student_dir) == pytest.approx(total - copy)
+    from haystack_distill.evaluation.reader import disk_size_mb
+    from haystack_distill.reader.export import load_reader, write_transformers_checkpoint
+
+    def total(folder):
+        return sum(f.stat().st_size for f in folder.iterdir() if f.is_file()) / 2**20
+
+    assert disk_size_mb(student_dir) == pytest.approx(total(student_dir))  # one copy: nothing to skip
+    legacy = Path(shutil.copytree(student_dir, tmp_path / "legacy"))  # + model.safetensors, as before one copy
+    write_transformers_checkpoint(load_reader(student_dir, **READER_KW).inferencer.model, None, legacy)
+    copy = (legacy / "model.safetensors").stat().st_size / 2**20
+    assert disk_size_mb(legacy) == pytest.approx(total(legacy) - copy)
+
+
+def test_onnx_exports_get_a_model_card_and_the_usual_modes(student_dir, exports):
+    import os
+    import stat
+
+    from huggingface_hub import metadata_load
+
+    mask = os.umask(0)
+    os.umask(mask)
+    for name, folder in exports.items():
+        meta = metadata_load(folder / "README.md")
+        assert (meta["pipeline_tag"], meta["library_name"]) == ("question-answering", "onnx"), name
+        assert {"onnx", "knowledge-distillation", "haystack-distill"} <= set(meta["tags"]), name
+        text = (folder / "README.md").read_text()
+        assert ("with int8 weights" in text) == (name == "int8") and f"`{student_dir}`" in text
+        for item in [folder, *folder.iterdir()]:
+            expected = (0o777 if item.is_dir() else 0o666) & ~mask
+            assert stat.S_IMODE(item.stat().st_mode) == expected, item
 
 
 @pytest.mark.parametrize("args, message", [

@@ -116,6 +116,7 @@ def _distil(args: argparse.Namespace) -> int:
         learning_rate=args.lr, dev_sts=dev, evaluation_steps=args.evaluation_steps, cache_dir=args.cache_dir,
         freeze_word_embeddings=args.freeze_word_embeddings, seed=args.seed)
     metrics["teacher_path"] = str(args.teacher)
+    metrics["sentences_files"] = [str(path) for path in args.sentences]
     if args.pca_dim is not None:
         from haystack_distill.embeddings.pca import reduce_dimensions
 

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Union
 
 from haystack_distill.embeddings.int8 import QUANTIZATION_FILE
 from haystack_distill.io import atomic_dir, atomic_write_json, ensure_new_output
+from haystack_distill.model_card import CardInfo, base_model_of, numbers, settings, write_model_card
 
 if TYPE_CHECKING:  # pragma: no cover
     from sentence_transformers import SentenceTransformer
@@ -149,9 +150,11 @@ def save_sentence_transformer(
     overwrite: bool = False,
     extra_json: Optional[Dict[str, Any]] = None,
     inputs: Sequence[Any] = (),
+    card: Optional[CardInfo] = None,
 ) -> Path:
-    """Save ``model`` atomically as a normal sentence-transformers folder, plus ``{file name: object}`` JSON files
-    and the manifest that marks the folder as ours.
+    """Save ``model`` atomically as a normal sentence-transformers folder, plus ``{file name: object}`` JSON files,
+    a model card (``card``, or :func:`embedding_card` of the model and ``extra_json``) and the manifest that marks
+    the folder as ours.
 
     Refused: a model with NaN/inf weights; a ``path`` that is (inside) the folder the model or one of ``inputs``
     was loaded from, or holds files we did not write; an existing output of ours unless ``overwrite``.
@@ -164,9 +167,43 @@ def save_sentence_transformer(
         model.save(str(tmp), create_model_card=False)
         for name, obj in (extra_json or {}).items():
             atomic_write_json(tmp / name, obj)
+        write_model_card(tmp, card or embedding_card(model, path.name, extra_json or {}, inputs))
         write_manifest(tmp, "haystack-distill sentence-transformers model")
     logger.info("saved sentence-transformers model to %s", path)
     return path
+
+
+DISTILLATION_RECIPE = ("loss", "epochs", "batch_size", "learning_rate", "freeze_word_embeddings", "sentences",
+                       "pca_dim", "dev_metric", "teacher_projection")
+DISTILLATION_SCORES = ("steps", "best", "teacher_dev", "seconds")
+
+
+def embedding_card(model: SentenceTransformer, name: str, extra_json: Dict[str, Any],
+                   inputs: Sequence[Any] = ()) -> CardInfo:
+    """The model card of a sentence-transformers folder we write: a distilled student (``extra_json`` holds
+    ``distillation_metrics.json``: teacher, recipe, dev scores), an int8 copy (the quantization spec) or a plain
+    save."""
+    metrics = extra_json.get("distillation_metrics.json") or {}
+    source = model_source(model)
+    teacher = metrics.get("teacher_path") or (str(inputs[0]) if metrics and inputs and inputs[0] else None)
+    if metrics:
+        what = f"distilled by haystack-distill from the teacher `{teacher}` (the student learned its embeddings)"
+    elif QUANTIZATION_FILE in extra_json:
+        what = "an int8 copy (dynamic quantization of the Linear layers) saved by haystack-distill"
+    else:
+        what = "saved by haystack-distill"
+    recipe = {k: metrics[k] for k in DISTILLATION_RECIPE if k in metrics}
+    if QUANTIZATION_FILE in extra_json:
+        recipe["int8"] = extra_json[QUANTIZATION_FILE]
+    files = metrics.get("sentences_files") or []
+    return CardInfo(
+        name=name, pipeline_tag="sentence-similarity", library_name="sentence-transformers",
+        description=f"A sentence-embedding model ({' -> '.join(module_names(model))}), {what}.",
+        base_model=base_model_of(source), teacher=teacher, start=str(source) if source else None,
+        data={"sentences": ", ".join(map(str, files))} if files else {}, settings=settings(recipe),
+        scores=numbers({k: metrics[k] for k in DISTILLATION_SCORES if k in metrics}),
+        tags=("sentence-transformers", "feature-extraction", *(("int8",) if QUANTIZATION_FILE in extra_json else ())),
+        usage="int8-sentence-transformers" if QUANTIZATION_FILE in extra_json else "sentence-transformers")
 
 
 def module_names(model: SentenceTransformer) -> List[str]:

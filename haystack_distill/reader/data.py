@@ -151,6 +151,7 @@ def cached_features(processor: Any, paragraphs: List[Dict[str, Any]], caching: b
         return featurize(processor, paragraphs)
     from safetensors.torch import load_file, save_file
 
+    from ..io import usual_permissions
     from ..teacher_cache import cache_key
 
     key = {"tokenizer": tokenizer_fingerprint(processor.tokenizer), "max_seq_len": processor.max_seq_len,
@@ -165,7 +166,7 @@ def cached_features(processor: Any, paragraphs: List[Dict[str, Any]], caching: b
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
         save_file({k: v.contiguous() for k, v in features.items()}, str(tmp))
-        tmp.replace(path)
+        usual_permissions(tmp).replace(path)  # save_file writes 0600
     return features
 
 

@@ -2,8 +2,9 @@
 
 - :func:`transformers_qa_model`: the Haystack model as an ``AutoModelForQuestionAnswering`` with equal logits
   (the head's confidence temperature is folded into ``qa_outputs``); the live reader is not changed.
-- :func:`write_transformers_checkpoint`: ``config.json`` + ``model.safetensors`` (+ tokenizer) into a folder, so
-  one folder loads with ``FARMReader(dir)`` and ``AutoModelForQuestionAnswering.from_pretrained(dir)``.
+- :func:`share_weights`: a Haystack save whose ``language_model.bin`` is also the transformers checkpoint (one copy
+  of the weights): ``FARMReader(dir)`` and ``AutoModelForQuestionAnswering.from_pretrained(dir)`` both load it.
+- :func:`write_transformers_checkpoint`: ``config.json`` + ``model.safetensors`` (+ tokenizer) into a new folder.
 - :func:`export_reader`: a reader folder -> a new transformers or ONNX folder; ONNX folders (``--int8``: dynamic
   int8 weights, embeddings included) run in onnxruntime directly and in ``FARMReader(dir)`` (Haystack's ONNX path).
 - :func:`torch_int8_reader`: torch's dynamic int8 (``nn.Linear``) of a loaded reader, for speed comparisons.
@@ -26,6 +27,7 @@ from typing import Any, Dict, Optional, Union
 import torch
 
 from ..io import atomic_dir
+from ..model_card import write_model_card
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +38,8 @@ ONNX_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 ONNX_OUTPUTS = ("start_logits", "end_logits")
 OPSET = 17
 HAYSTACK_FILES = ("language_model.bin", "language_model_config.json")
+WEIGHTS_FILE = "language_model.bin"
+INDEX_FILE = "pytorch_model.bin.index.json"  # transformers' sharded-checkpoint index, here with one shard
 
 
 class ExportError(ValueError):
@@ -78,9 +82,38 @@ def transformers_qa_model(adaptive_model: Any) -> Any:
     return model.eval()
 
 
+def share_weights(adaptive_model: Any, folder: PathLike) -> Path:
+    """Make ``folder/language_model.bin`` (written by ``FARMReader.save``) the one weights file of both loaders.
+
+    It is rewritten as the transformers QA model's state dict (``bert.*`` and ``qa_outputs.*``, from
+    :func:`transformers_qa_model`) plus the encoder weights only Haystack has (the pooler). ``config.json`` and
+    ``pytorch_model.bin.index.json`` (every transformers weight -> ``language_model.bin``) let
+    ``AutoModelForQuestionAnswering.from_pretrained(folder)`` read it; Haystack reads the same file with
+    ``<Model>.from_pretrained("language_model.bin")``, which drops the base-model prefix and the QA head, and its
+    head from ``prediction_head_0.bin`` as before. Returns the weights file; :class:`ExportError` for an encoder
+    transformers has no QA class for (then ``folder`` is left as Haystack saved it).
+    """
+    folder = Path(folder)
+    if not (folder / WEIGHTS_FILE).is_file():
+        raise ExportError(f"{folder} holds no {WEIGHTS_FILE}; call share_weights after FARMReader.save(folder).")
+    model = transformers_qa_model(adaptive_model)
+    state = {name: tensor.detach().cpu() for name, tensor in model.state_dict().items()}
+    encoder = adaptive_model.language_model.model
+    extra = {f"{model.base_model_prefix}.{name}": tensor.detach().cpu().float()
+             for name, tensor in encoder.state_dict().items() if f"{model.base_model_prefix}.{name}" not in state}
+    torch.save({**state, **extra}, folder / WEIGHTS_FILE)
+    model.config.architectures = [type(model).__name__]
+    model.config.torch_dtype = torch.float32
+    model.config.save_pretrained(folder)
+    index = {"metadata": {"total_size": sum(t.numel() * t.element_size() for t in state.values())},
+             "weight_map": dict.fromkeys(sorted(state), WEIGHTS_FILE)}  # the pooler stays out: no warning
+    (folder / INDEX_FILE).write_text(json.dumps(index, indent=2) + "\n")
+    return folder / WEIGHTS_FILE
+
+
 def write_transformers_checkpoint(adaptive_model: Any, tokenizer: Any, directory: PathLike) -> Path:
-    """Write ``config.json``, ``model.safetensors`` and the tokenizer into ``directory`` (which may hold a
-    Haystack save already: its files are left as they are).
+    """Write ``config.json``, ``model.safetensors`` and the tokenizer into ``directory`` (a plain transformers
+    folder; for a Haystack save use :func:`share_weights`, which adds no second copy of the weights).
 
     Example:
         >>> write_transformers_checkpoint(reader.inferencer.model, reader.inferencer.processor.tokenizer,
@@ -237,18 +270,30 @@ def export_reader(reader: PathLike, output: PathLike, fmt: str = "onnx", int8: b
             write_transformers_checkpoint(loaded.inferencer.model, tokenizer, tmp)
         else:
             write_onnx_folder(loaded, tmp, int8, opset)
-    _usual_permissions(Path(output))
+        write_model_card(tmp, export_card(Path(reader), Path(output).name, fmt, int8, opset))
     logger.info("exported %s to %s (%s%s)", reader, output, fmt, " int8" if int8 else "")
     return Path(output)
 
 
-def _usual_permissions(folder: Path) -> None:
-    """The temporary folder was created 0700; give the export the usual (umask) folder mode."""
-    import os
+def export_card(source: Path, name: str, fmt: str, int8: bool, opset: int = OPSET) -> Any:
+    """The model card of an export of the reader folder ``source``: its origin, recipe and scores (from the
+    source's run record, when it has one) and the export settings."""
+    from ..model_card import base_model_of, numbers, settings
+    from .output import RUN_MARKER, reader_card
 
-    mask = os.umask(0)
-    os.umask(mask)
-    folder.chmod(0o777 & ~mask)
+    record_file = source / RUN_MARKER
+    record = json.loads(record_file.read_text()) if record_file.is_file() else {}
+    card = reader_card(record, name, transformers=True)
+    kind = "ONNX" + (" with int8 weights" if int8 else "") if fmt == "onnx" else "a plain transformers checkpoint"
+    card.description = f"An extractive question-answering reader: `{source}` exported by haystack-distill as {kind}."
+    card.base_model = base_model_of(source) or card.base_model
+    card.settings = {**settings({"export_format": fmt, "int8": int8, "opset": opset if fmt == "onnx" else None}),
+                     **card.settings}
+    if fmt == "onnx":
+        card.library_name, card.usage, card.tags = "onnx", "onnx-reader", (*card.tags, "onnx")
+    if numbers(record.get("metrics") or {}):
+        card.notes = ["The scores are the source folder's (PyTorch, fp32); this export was not evaluated."]
+    return card
 
 
 def write_onnx_folder(reader: Any, folder: Path, int8: bool, opset: int = OPSET) -> None:

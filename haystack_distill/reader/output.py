@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from ..io import atomic_dir, atomic_write_json
+from ..model_card import CardInfo, base_model_of, numbers, settings, write_model_card
 from ..safety import check_finite, check_output_dir, write_manifest
 from ..training import is_main_process
 from .data import StageData, StageInputs, read_paragraphs
@@ -50,9 +51,43 @@ def make_eval_fn(reader: Any, paragraphs: List[Dict[str, Any]]) -> Optional[Call
     return evaluate
 
 
+HEADLINE = ("em", "f1", "test_em", "test_f1")  # first in a card's scores
+NOT_RECIPE = ("teacher_model", "student_init", "source", "data_files", "metrics")  # a card's other sections
+
+
+def run_sources(student: Any, teacher: Optional[Any], inputs: StageInputs) -> Dict[str, Any]:
+    """Where a stage's models and data came from (folders or Hub names), for the run record and the model card."""
+    files = {"train": inputs.train, "dev": inputs.dev, "test": inputs.test, "unlabeled": inputs.unlabeled}
+    return {"teacher_model": load_path(teacher) if teacher is not None else None, "student_init": load_path(student),
+            "data_files": {role: str(path) for role, path in files.items() if path is not None}}
+
+
+def reader_card(record: Dict[str, Any], name: str, transformers: bool = True) -> CardInfo:
+    """The model card of a reader folder named ``name`` from its run record (``distillation.json``);
+    ``transformers``: the folder also loads with ``AutoModelForQuestionAnswering``."""
+    teacher, start = record.get("teacher_model"), record.get("student_init") or record.get("source")
+    stage, metrics = record.get("stage", "?"), record.get("metrics") or {}
+    if teacher:
+        how = f"distilled by haystack-distill (stage `{stage}`) from the teacher `{teacher}`"
+    elif "global_step" in metrics:
+        how = f"trained by haystack-distill (stage `{stage}`) on the labels alone, without a teacher"
+    else:
+        how = f"built by haystack-distill (`{stage}`), not trained yet"
+    return CardInfo(
+        name=name, pipeline_tag="question-answering", library_name="transformers" if transformers else None,
+        description=f"An extractive question-answering reader for Haystack 1.x{' and transformers' * transformers}, "
+                    f"{how}.",
+        base_model=base_model_of(start), teacher=teacher, start=start, data=record.get("data_files") or {},
+        settings=settings({k: v for k, v in record.items() if k not in NOT_RECIPE}),
+        scores=numbers({**{k: metrics[k] for k in HEADLINE if k in metrics}, **metrics}),
+        tags=("haystack", "extractive-question-answering"),
+        usage="reader" if transformers else "haystack-reader")
+
+
 def save_reader(reader: Any, save_dir: Path, record: Dict[str, Any],
                 extra: Optional[Callable[[Path], None]] = None) -> None:
-    """Save in Haystack's format (``FARMReader(save_dir)`` reloads it) plus a run record, atomically, rank 0 only.
+    """Save in Haystack's format (``FARMReader(save_dir)`` reloads it) with one copy of the weights that
+    transformers loads too (:func:`write_reader`), the run record and a model card, atomically, rank 0 only.
 
     A model with NaN/inf weights is refused; ``extra(folder)`` writes more files (e.g. projections) before the
     manifest that marks all of them as ours, so a later run may replace the folder.
@@ -61,24 +96,29 @@ def save_reader(reader: Any, save_dir: Path, record: Dict[str, Any],
         return
     check_finite(reader.inferencer.model, "the student")
     with atomic_dir(save_dir) as tmp:
-        reader.save(tmp)
-        plain_transformers_copy(reader, tmp)
+        transformers = write_reader(reader.inferencer.model, reader.inferencer.processor, tmp)
         atomic_write_json(tmp / RUN_MARKER, record)
         if extra is not None:
             extra(tmp)
+        write_model_card(tmp, reader_card(record, Path(save_dir).name, transformers))
         write_manifest(tmp, "haystack-distill reader")
     logger.info("saved the student to %s", save_dir)
 
 
-def plain_transformers_copy(reader: Any, folder: Path) -> None:
-    """Add ``config.json`` + ``model.safetensors`` beside Haystack's files, so ``folder`` also loads with
-    ``AutoModelForQuestionAnswering.from_pretrained`` (see :mod:`haystack_distill.reader.export`)."""
-    from .export import ExportError, write_transformers_checkpoint
+def write_reader(model: Any, processor: Any, folder: Path) -> bool:
+    """What ``FARMReader.save`` writes (``model.save``, ``processor.save``), with ``language_model.bin`` made a
+    transformers QA checkpoint too (see :func:`haystack_distill.reader.export.share_weights`): True if transformers
+    loads the folder. An exotic encoder without a transformers QA class keeps Haystack's files only (False)."""
+    from .export import ExportError, share_weights
 
+    model.save(folder)
+    processor.save(folder)
     try:
-        write_transformers_checkpoint(reader.inferencer.model, None, folder)
-    except ExportError as err:  # an exotic encoder: the Haystack save is still complete
-        logger.warning("no plain transformers copy in %s: %s", folder, err)
+        share_weights(model, folder)
+    except ExportError as err:  # the Haystack save is still complete
+        logger.warning("%s loads in Haystack only (no transformers QA checkpoint): %s", folder, err)
+        return False
+    return True
 
 
 def finish(student: Any, inputs: StageInputs, data: StageData, metrics: Dict[str, Any], record: Dict[str, Any],

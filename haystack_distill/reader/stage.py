@@ -21,7 +21,7 @@ from ..tokenizers import check_tokenizer_compatibility, check_vocab_fits
 from ..training import TrainConfig, TrainResult, config_fields, ensure_distributed, train, world
 from .config import ReaderStageConfig
 from .data import SequenceSettings, StageData, StageInputs, batching, data_path, training_data, unlabeled_path
-from .output import check_save_dir, default_save_dir, finish, make_eval_fn
+from .output import check_save_dir, default_save_dir, finish, make_eval_fn, run_sources
 
 logger = logging.getLogger(__name__)
 Loss = Callable[[Dict[str, torch.Tensor]], torch.Tensor]
@@ -143,7 +143,8 @@ class ReaderStage:
         metrics = {"loss": result.loss, "global_step": result.global_step, "stopped_early": result.stopped_early,
                    **data.counts(), **timings, **self.teacher_stats, **self.extra_metrics(loss_fn)}
         record = {"stage": self.name, "world_size": world()[1],
-                  **{k: str(v) for k, v in train_config.run_fields.items()}}
+                  **{k: str(v) for k, v in train_config.run_fields.items()},
+                  **run_sources(self.student, self.teacher, inputs)}
         return finish(self.student, inputs, data, metrics, record, self.save_extra(loss_fn))
 
     def _train(self, data: StageData, loss_fn: Loss, config: TrainConfig, device: torch.device,

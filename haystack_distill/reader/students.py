@@ -29,14 +29,17 @@ def student_from_teacher(teacher: Any, keep: Union[int, List[int]], save_dir: Un
     Example:
         >>> student = student_from_teacher(teacher, keep=2, save_dir="models/student-2l")  # doctest: +SKIP
     """
+    from ..model_card import write_model_card
     from . import DistillableFARMReader
+    from .output import load_path, reader_card, write_reader
 
     model = copy.deepcopy(teacher.inferencer.model)
     language_model = model.language_model
     language_model.model = keep_layers(language_model.model, keep)
     with atomic_dir(Path(save_dir)) as tmp:
-        model.save(tmp)
-        teacher.inferencer.processor.save(tmp)
+        transformers = write_reader(model, teacher.inferencer.processor, tmp)
+        record = {"stage": "student_from_teacher", "source": load_path(teacher), "keep": keep}
+        write_model_card(tmp, reader_card(record, Path(save_dir).name, transformers))
     kwargs = {"use_gpu": False, "max_seq_len": teacher.max_seq_len, "doc_stride": teacher.doc_stride,
               "max_query_length": teacher.max_query_length, **reader_kwargs}
     return DistillableFARMReader(str(save_dir), **kwargs)
