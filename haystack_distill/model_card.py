@@ -104,12 +104,14 @@ def read_metadata(path: PathLike) -> Dict[str, Any]:
 
 
 def base_model_of(source: Optional[PathLike]) -> Optional[str]:
-    """The Hub id a model derives from: ``source`` itself when it is a Hub id, else the ``base_model`` of the card
-    in the local folder ``source`` (so a chain of our folders keeps naming the Hub model it started from)."""
+    """The Hub id a model derives from: ``source`` itself when it is a Hub id, else the ``base_model`` of our card
+    in the local folder ``source`` (so a chain of our folders keeps naming the Hub model it started from). Another
+    tool's card is not followed: its ``base_model`` is that model's parent, not the model."""
     if source is None:
         return None
     if Path(str(source)).expanduser().exists():
-        base = read_metadata(Path(str(source)).expanduser()).get("base_model")
+        meta = read_metadata(Path(str(source)).expanduser())
+        base = meta.get("base_model") if TAGS[1] in (meta.get("tags") or []) else None
         return str(base[0] if isinstance(base, list) and base else base) if base else None
     return hub_id(source)
 

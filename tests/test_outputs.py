@@ -193,6 +193,8 @@ def test_base_model_is_a_hub_id_or_the_card_of_the_folder_we_started_from(tmp_pa
     assert base_model_of(tmp_path) is None  # a local folder without a card
     write_model_card(tmp_path, CardInfo("m", "question-answering", base_model="deepset/roberta-base-squad2"))
     assert base_model_of(tmp_path) == "deepset/roberta-base-squad2"
+    (tmp_path / README).write_text("---\nbase_model: google-bert/bert-base-uncased\n---\n# another tool's card\n")
+    assert base_model_of(tmp_path) is None  # that is the model's parent, not the model
 
 
 # ---------------------------------------------------------------- general distillation, embeddings, MLM head
