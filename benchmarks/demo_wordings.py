@@ -2,7 +2,7 @@
 
     python benchmarks/demo_wordings.py demo_output [/tmp/demo-s7 ...]
 
-Each argument is a ``haystack-distill demo --output-dir``; prints one Markdown row per reader and folder.
+Each argument is a ``haystack-distill demo --output``; prints one Markdown row per reader and folder.
 """
 
 from __future__ import annotations

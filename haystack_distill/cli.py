@@ -1,8 +1,9 @@
-"""``haystack-distill`` command line: one sub-command per feature, registered by its own module.
+"""haystack-distill command line: one sub-command per feature, registered by its own module.
 
-Each module in :data:`COMMAND_MODULES` exposes ``register(subparsers)`` which adds its parsers and sets
-``func`` to a handler taking the parsed ``argparse.Namespace`` and returning an exit code. Heavy imports
-(torch, Haystack) happen inside the handlers, so ``haystack-distill --help`` is instant.
+Each module in COMMAND_MODULES exposes ``register(subparsers)`` which adds its parsers and sets ``func`` to a
+handler taking the parsed ``argparse.Namespace`` and returning an exit code. Heavy imports (torch, Haystack) happen
+inside the handlers, so ``haystack-distill --help`` is instant. The flags every sub-command shares (--output,
+--overwrite, --quiet, --json, --device, --learning-rate and their old spellings) are built in cli_options.py.
 
 Every sub-command shows its defaults in ``--help`` and takes ``--config FILE`` (YAML or JSON): the file's keys
 are flag names (``learning-rate`` or ``learning_rate``), its values become the defaults, and flags given on the
@@ -21,6 +22,9 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
+from .cli_options import AliasAction, Parser, plain, silence_third_party
+
+DESCRIPTION = "haystack-distill: knowledge distillation for Haystack 1.x readers and sentence-embedding models."
 COMMAND_MODULES = (
     "haystack_distill.demo",
     "haystack_distill.reader.cli",
@@ -45,7 +49,7 @@ def package_version() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="haystack-distill", description=__doc__.splitlines()[0])
+    parser = Parser(prog="haystack-distill", description=DESCRIPTION)
     parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging, and tracebacks for errors")
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
@@ -60,11 +64,14 @@ def build_parser() -> argparse.ArgumentParser:
         module.register(subparsers)
     for sub in subparsers.choices.values():
         _add_common_options(sub)
+    for choice in subparsers._choices_actions:  # the one-line help of each sub-command in the top-level --help
+        choice.help = plain(choice.help)
     return parser
 
 
 class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Shows each flag's default after its help, except for required flags and help that states its default."""
+    """Shows each flag's default after its help, except for required flags and help that states its default;
+    keeps the paragraphs and list items of a description."""
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
@@ -72,19 +79,35 @@ class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
             return text
         return super()._get_help_string(action)
 
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        fill = super()._fill_text
+        blocks = []
+        for block in re.split(r"\n\s*\n", text.strip()):
+            items = re.split(r"\n(?=\s*(?:\d+\.|-) )", block)  # a numbered or dashed item starts a line
+            blocks.append("\n".join(fill(item, width, indent) for item in items))
+        return "\n\n".join(blocks)
+
 
 def _add_common_options(sub: argparse.ArgumentParser) -> None:
-    """``--debug`` also after the sub-command, ``--config``, and defaults shown in every flag's help."""
+    """``--debug`` and ``--verbose`` also after the sub-command, ``--config``, defaults shown in every flag's
+    help, and help texts in plain words (no reStructuredText markup)."""
     if "--debug" not in sub._option_string_actions:
         sub.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                          help="show the traceback of an error")
+    if "--verbose" not in sub._option_string_actions:
+        sub.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                         help="debug logging, third-party warnings and tracebacks for errors")
     if "--config" not in sub._option_string_actions:
         sub.add_argument("--config", metavar="FILE", help="YAML or JSON file of flag values (keys: flag names); "
                                                           "flags on the command line win")
     sub.formatter_class = DefaultsHelpFormatter
+    sub.description = plain(sub.description)
     for action in sub._actions:
         if action.help is None:  # ArgumentDefaultsHelpFormatter shows the default only beside some help text
             action.help = action.dest.replace("_", " ")
+        action.help = plain(action.help)
+    for group in sub._action_groups:
+        group.title, group.description = plain(group.title), plain(group.description)
 
 
 def positive_int(text: str) -> int:
@@ -142,7 +165,7 @@ def load_config(path: str) -> Dict[str, Any]:
     return data
 
 
-NOT_CONFIGURABLE = ("help", "version", "config", "debug")
+NOT_CONFIGURABLE = ("help", "version", "config", "debug", "verbose")
 
 
 def _config_actions(sub: argparse.ArgumentParser) -> Dict[str, argparse.Action]:
@@ -161,9 +184,13 @@ def _config_actions(sub: argparse.ArgumentParser) -> Dict[str, argparse.Action]:
 def _config_value(key: str, value: Any, action: argparse.Action, path: str) -> Any:
     """``value`` converted as argparse would convert the flag's text; ValueError naming the key otherwise."""
     where = f"--config {path}: {key}"
-    if action.nargs == 0:  # store_true / store_false
+    if action.nargs == 0:  # store_true / store_false, or an old switch such as cpu: true (= device: cpu)
         if not isinstance(value, bool):
             raise ValueError(f"{where} is a switch; give true or false, got {value!r}.")
+        if isinstance(action, AliasAction):
+            if not value:
+                raise ValueError(f"{where}: false has no meaning; leave the key out (or use {action.new}).")
+            return action.const
         return value
     if value is None:
         return None
@@ -206,7 +233,8 @@ def apply_config(sub: argparse.ArgumentParser, command: str, path: str) -> None:
     for key, value in load_config(path).items():
         action = actions.get(str(key).lstrip("-").replace("-", "_"))
         if action is None:
-            valid = ", ".join(sorted({a.option_strings[-1].lstrip("-") for a in actions.values()}))
+            valid = ", ".join(sorted({a.option_strings[-1].lstrip("-") for a in actions.values()
+                                      if a.help is not argparse.SUPPRESS}))
             raise ValueError(f"--config {path}: unknown key {key!r} for {command}; valid keys: {valid}.")
         values[action.dest] = _config_value(str(key), value, action, path)
     sub.set_defaults(**values)
@@ -281,13 +309,15 @@ def main(argv: Optional[List[str]] = None) -> int:
             print(f"haystack-distill {command}: error: {one_line(err)}", file=sys.stderr)
             return 2
     args = parser.parse_args(argv)
+    silence_third_party(args.verbose)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING,  # libraries' (Haystack's) INFO logs: --verbose
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     if not args.verbose:
-        for name in ("haystack_distill", "augment"):  # our own INFO messages stay on
-            logging.getLogger(name).setLevel(logging.INFO)
+        quiet = getattr(args, "quiet", False)
+        for name in ("haystack_distill", "augment"):  # our own INFO messages stay on, unless --quiet
+            logging.getLogger(name).setLevel(logging.WARNING if quiet else logging.INFO)
         # transformers' "Some weights ... were not initialized" on every fresh QA head (read when it is imported)
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     return run_command(args)

@@ -13,7 +13,7 @@ answer type, three wordings per sentence and per question):
    also learns the teacher's answers and soft start/end distributions on unlabelled questions in every wording.
 4. A table compares EM, F1 (dev set, every wording), questions/s, parameters and MB.
 
-Every stage is saved under ``--output-dir``; a rerun reuses finished stages.
+Every stage is saved under ``--output``; a rerun reuses finished stages.
 """
 
 from __future__ import annotations
@@ -22,10 +22,13 @@ import argparse
 import contextlib
 import json
 import logging
+import sys
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional
+
+from .cli_options import add_json, add_output, add_quiet, print_result
 
 READER_KW = dict(use_gpu=False, max_seq_len=56, doc_stride=16, max_query_length=16, progress_bar=False,
                  num_processes=0)
@@ -60,6 +63,7 @@ class DemoConfig:
     max_people: int = 1
     facts_per_person: int = 4
     labelled_wordings: int = 1  # the students' labelled questions use only this many wordings (0: all)
+    show_progress: bool = True  # the training progress bars
 
     def reader_kw(self) -> Dict[str, Any]:
         return dict(self.reader_kwargs or READER_KW)
@@ -149,7 +153,7 @@ def train_teacher(cfg: DemoConfig, data: Path, save: Path, n_train: int) -> Any:
         teacher = DistillableFARMReader(cfg.base_model or str(minilm_path()), **cfg.reader_kw())
         teacher.train_reader(data_dir=str(data), train_filename="teacher-train.json", n_epochs=cfg.teacher_epochs,
                              learning_rate=cfg.teacher_learning_rate, batch_size=cfg.batch_size, seed=cfg.seed,
-                             evaluate_every=0,
+                             evaluate_every=0, show_progress=cfg.show_progress,
                              save_dir=str(save))
     return DistillableFARMReader(str(save), **cfg.reader_kw())
 
@@ -192,7 +196,7 @@ def train_students(cfg: DemoConfig, out: Path, data: Path, teacher: Any) -> Dict
     n_labelled, n_kd = n_questions(load_squad(data / "labelled.json")), n_questions(load_squad(kd_file))
     base_epochs = max(1, round(cfg.kd_epochs * n_kd / n_labelled))
     common = dict(data_dir=str(data), batch_size=cfg.batch_size, seed=cfg.seed, evaluate_every=0,
-                  learning_rate=cfg.student_learning_rate)
+                  learning_rate=cfg.student_learning_rate, show_progress=cfg.show_progress)
     if not _done(out / "student-no-kd"):
         say(f"[3/4] student without KD: {n_labelled} labelled questions, {base_epochs} epochs")
         DistillableFARMReader(init, **cfg.reader_kw()).train_reader(
@@ -260,18 +264,23 @@ def _handler(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     cfg = DemoConfig(teacher_paragraphs=args.teacher_paragraphs, labelled_paragraphs=args.labelled_paragraphs,
                      unlabelled_paragraphs=args.unlabelled_paragraphs, dev_paragraphs=args.dev_paragraphs,
-                     kd_epochs=args.epochs, layers=args.layers, seed=args.seed)
-    with quiet(args.verbose):
-        run_demo(Path(args.output_dir), cfg)
+                     kd_epochs=args.epochs, layers=args.layers, seed=args.seed, show_progress=not args.quiet)
+    screen = contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext()
+    with quiet(args.verbose), screen:  # with --json the stage lines and the table go to stderr
+        result = run_demo(Path(args.output), cfg)
+    if args.json:
+        print_result(result, as_json=True)
     return 0
 
 
 def register(subparsers: Any) -> None:
     """Add the ``demo`` sub-command."""
     parser = subparsers.add_parser("demo", help="distil a 2-layer QA reader from all-MiniLM-L6-v2, offline",
-                                   description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+                                   description=__doc__)
     defaults = DemoConfig()
-    parser.add_argument("--output-dir", default="demo_output", help="where data, models and results.json go")
+    add_output(parser, "where data, models and results.json go (a rerun reuses its finished stages)",
+               required=False, aliases=("--output-dir",))
+    parser.set_defaults(output="demo_output")
     parser.add_argument("--seed", type=int, default=defaults.seed,
                         help="seeds the data, the students' start and the shuffling")
     parser.add_argument("--teacher-paragraphs", type=int, default=defaults.teacher_paragraphs,
@@ -287,4 +296,6 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
     parser.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
                         help="show the libraries' INFO logs and warnings")
+    add_quiet(parser)
+    add_json(parser)
     parser.set_defaults(func=_handler)

@@ -336,16 +336,21 @@ def test_output_trains_with_haystack_squad_processor(squad_file, tmp_path, mlm_d
 def test_cli_subcommand_and_module(squad_file, tmp_path, mlm_dir, glove_file, capsys):
     from haystack_distill.cli import main
 
-    args = ["augment", "--squad_path", str(squad_file), "--output_path", str(tmp_path / "o.json"),
-            "--glove_path", str(glove_file), "--model", str(mlm_dir), "--multiplication_factor", "2",
-            "--word_possibilities", "5", "--device", "cpu", "--seed", "3", "--no_progress"]
+    args = ["augment", "--squad-path", str(squad_file), "--output", str(tmp_path / "o.json"),
+            "--glove-path", str(glove_file), "--model", str(mlm_dir), "--multiplication-factor", "2",
+            "--word-possibilities", "5", "--device", "cpu", "--seed", "3", "--quiet"]
     assert main(args) == 0
     assert "paragraphs in -> out" in capsys.readouterr().out
     assert main(args) == 2  # exists, no --overwrite
     assert "--overwrite" in capsys.readouterr().err
     from augment.cli import main as module_main
 
-    assert module_main(args[1:] + ["--overwrite"]) == 0
+    haystack_flags = ["--squad_path", str(squad_file), "--output_path", str(tmp_path / "o.json"), "--glove_path",
+                      str(glove_file), "--model", str(mlm_dir), "--multiplication_factor", "2",
+                      "--word_possibilities", "5", "--device", "cpu", "--seed", "3", "--no_progress"]
+    assert module_main(haystack_flags + ["--overwrite", "--json"]) == 0  # python -m augment: Haystack's flags
+    report = json.loads(capsys.readouterr().out)
+    assert report["output_path"] == str(tmp_path / "o.json") and report["paragraphs_out"] > report["paragraphs_in"]
 
 
 def test_workers_give_the_same_file(squad_file, tmp_path, mlm_dir, glove_file):

@@ -107,9 +107,11 @@ def test_student_layers_are_every_other_base_layer():
 def test_the_cli_parses_the_demo_options():
     from haystack_distill.cli import build_parser
 
-    args = build_parser().parse_args(["demo", "--seed", "7", "--output-dir", "x", "--verbose", "--threads", "1"])
-    assert (args.seed, args.output_dir, args.verbose, args.threads) == (7, "x", True, 1)
+    args = build_parser().parse_args(["demo", "--seed", "7", "--output", "x", "--verbose", "--threads", "1"])
+    assert (args.seed, args.output, args.verbose, args.threads) == (7, "x", True, 1)
     assert build_parser().parse_args(["demo"]).verbose is False
+    assert build_parser().parse_args(["demo"]).output == "demo_output"
+    assert build_parser().parse_args(["demo", "--output-dir", "old"]).output == "old"  # the old spelling
 
 
 

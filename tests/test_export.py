@@ -238,7 +238,8 @@ def test_cli_bad_input_is_one_line_and_exit_2(student_dir, tmp_path, capsys, arg
 def test_cli_exports_int8_onnx(student_dir, tmp_path, capsys):
     from haystack_distill.cli import main
 
-    code = main(["export-reader", "--reader", str(student_dir), "--output", str(tmp_path / "int8"), "--int8"])
+    code = main(["export-reader", "--reader", str(student_dir), "--output", str(tmp_path / "int8"), "--int8",
+                 "--json"])
     summary = json.loads(capsys.readouterr().out)
     assert code == 0 and summary["int8"] and "model.onnx" in summary["files"]
     assert (tmp_path / "int8" / "onnx_model_config.json").is_file()

@@ -225,10 +225,10 @@ def test_distil_reader_cli(tiny_models, tiny_squad, tmp_path, capsys):
     from haystack_distill.cli import main
 
     code = main(["distil-reader", "--teacher", str(tiny_models["teacher"]), "--student", str(tiny_models["student"]),
-                 "--data-dir", str(tiny_squad), "--train-filename", "train.json", "--save-dir", str(tmp_path / "out"),
+                 "--data-dir", str(tiny_squad), "--train-filename", "train.json", "--output", str(tmp_path / "out"),
                  "--epochs", "1", "--batch-size", "8", "--max-seq-len", "96", "--doc-stride", "32",
-                 "--max-query-length", "24", "--cpu", "--teacher-top-k", "8", "--temperature", "2",
-                 "--hard-loss-padding", "max_seq_len"])
+                 "--max-query-length", "24", "--device", "cpu", "--teacher-top-k", "8", "--temperature", "2",
+                 "--hard-loss-padding", "max_seq_len", "--json"])
     metrics = json.loads(capsys.readouterr().out)
     assert code == 0 and metrics["global_step"] > 0
     record = json.loads((tmp_path / "out" / "distillation.json").read_text())

@@ -447,8 +447,8 @@ def test_augment_cli_needs_a_model_folder(capsys):
 # -- 6. CLI ----------------------------------------------------------------------------------------------------
 def _cli_args(tiny_models, squad, out, *extra):
     return ["distil-reader", "--teacher", str(tiny_models["teacher"]), "--student", str(tiny_models["student"]),
-            "--data-dir", str(squad), "--train-filename", "train.json", "--save-dir", str(out), "--epochs", "1",
-            "--max-seq-len", "96", "--doc-stride", "32", "--max-query-length", "24", "--cpu", *extra]
+            "--data-dir", str(squad), "--train-filename", "train.json", "--output", str(out), "--epochs", "1",
+            "--max-seq-len", "96", "--doc-stride", "32", "--max-query-length", "24", "--device", "cpu", *extra]
 
 
 @pytest.mark.parametrize("case, message", [

@@ -71,7 +71,10 @@ def test_cli_make_transfer(inputs, tmp_path, capsys):
     out = tmp_path / "t.json"
     assert main(["make-transfer", "--questions", str(questions), "--documents", str(docs), "--output", str(out),
                  "--top-k", "2"]) == 0
-    assert "2 questions" in capsys.readouterr().out and out.is_file()
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[1:4] == ["questions               2", "paragraphs              3", "question-context pairs  4"]
+    assert out.is_file()
+    assert printed[-1] == f"pass {out} to distil-reader or distil-tinybert as --unlabeled-filename"
     assert main(["make-transfer", "--questions", str(questions), "--documents", str(docs),
                  "--output", str(out)]) == 2
     assert "already exists" in capsys.readouterr().err

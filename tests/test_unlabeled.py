@@ -261,9 +261,9 @@ def test_cli_distil_reader_takes_unlabeled_questions(tiny_models, data, tmp_path
     out = tmp_path / "cli-out"
     code = main(["distil-reader", "--teacher", str(tiny_models["teacher"]), "--student",
                  str(tiny_models["student_same_width"]), "--data-dir", str(data), "--train-filename", "train.json",
-                 "--unlabeled-filename", "pool.json", "--pseudo-labels", "--save-dir", str(out), "--epochs", "1",
+                 "--unlabeled-filename", "pool.json", "--pseudo-labels", "--output", str(out), "--epochs", "1",
                  "--batch-size", "8", "--max-seq-len", "96", "--doc-stride", "32", "--max-query-length", "24",
-                 "--cpu"])
+                 "--device", "cpu", "--json"])
     assert code == 0
     metrics = json.loads(capsys.readouterr().out)
     assert metrics["unlabeled_features"] > 0

@@ -1,4 +1,4 @@
-"""``haystack-distill distil-embeddings`` and ``haystack-distill eval-sts``.
+"""haystack-distill distil-embeddings and haystack-distill eval-sts.
 
 Example:
     >>> import argparse
@@ -13,12 +13,21 @@ from __future__ import annotations
 import argparse
 import logging
 import random
-import sys
 from typing import Any, Dict, List
 
-logger = logging.getLogger(__name__)
+from haystack_distill.cli_options import (
+    add_device,
+    add_json,
+    add_learning_rate,
+    add_output,
+    add_overwrite,
+    add_quiet,
+    print_result,
+    status,
+    torch_device,
+)
 
-USER_ERRORS = (FileNotFoundError, FileExistsError, ValueError, TypeError)
+logger = logging.getLogger(__name__)
 
 
 def _int_list(text: str) -> List[int]:
@@ -40,19 +49,22 @@ def register(subparsers: Any) -> None:
     student.add_argument("--student", help="an existing sentence-transformers folder to train (any tokenizer)")
     p.add_argument("--sentences", required=True, nargs="+", help="UTF-8 text file(s), one sentence per line")
     p.add_argument("--max-sentences", type=int, help="train on a random sample of this many sentences")
-    p.add_argument("--output", required=True, help="folder for the student (must not exist unless --overwrite)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing --output folder")
+    add_output(p, "folder for the student (must not exist unless --overwrite)", aliases=("--output-dir",))
+    add_overwrite(p, "an earlier output in --output (a folder holding files we did not write is never replaced)")
     p.add_argument("--dev-sts", help="STS-B format file; the checkpoint with the best dev Spearman is kept")
     p.add_argument("--evaluation-steps", type=int, default=0, help="evaluate every N steps (0: every epoch)")
     p.add_argument("--loss", choices=("mse", "cosine"), default="mse", help="student-vs-teacher embedding loss")
     p.add_argument("--epochs", type=int, default=1, help="passes over the sentences")
     p.add_argument("--batch-size", type=int, default=64, help="sentences per step")
-    p.add_argument("--lr", type=float, default=1e-4, help="learning rate")
+    add_learning_rate(p, 1e-4)
     p.add_argument("--freeze-word-embeddings", action="store_true",
                    help="keep the token-embedding matrix fixed (much less optimizer work on a CPU)")
     p.add_argument("--pca-dim", type=int, help="then append a PCA head reducing embeddings to this size")
     p.add_argument("--cache-dir", help="teacher-embedding cache (default ~/.cache/haystack_distill)")
     p.add_argument("--seed", type=int, default=42, help="seed of sampling and training")
+    add_device(p)
+    add_quiet(p)
+    add_json(p)
     p.set_defaults(func=distil_command)
 
     e = subparsers.add_parser("eval-sts", help="STS Spearman (cosine vs gold) of sentence-transformers models",
@@ -60,12 +72,10 @@ def register(subparsers: Any) -> None:
     e.add_argument("--model", required=True, action="append", help="model folder (repeat to compare)")
     e.add_argument("--sts", required=True, help="STS-B format file, e.g. ../shared/data/stsbenchmark/sts-test.csv")
     e.add_argument("--batch-size", type=int, default=64, help="sentences per encoding batch")
+    add_device(e)
+    add_quiet(e)
+    add_json(e)
     e.set_defaults(func=eval_sts_command)
-
-
-def _fail(command: str, err: Exception) -> int:
-    print(f"haystack-distill {command}: error: {err}", file=sys.stderr)
-    return 2
 
 
 def _read_training_sentences(args: argparse.Namespace) -> List[str]:
@@ -80,41 +90,53 @@ def _read_training_sentences(args: argparse.Namespace) -> List[str]:
     return sentences
 
 
-def distil_command(args: argparse.Namespace) -> int:
-    """Handler of ``distil-embeddings``; returns an exit code."""
-    try:
-        return _distil(args)
-    except USER_ERRORS as err:
-        return _fail("distil-embeddings", err)
-
-
-def _distil(args: argparse.Namespace) -> int:
+def check_distil_inputs(args: argparse.Namespace) -> None:
+    """Pre-flight of distil-embeddings: --output, the model folders and the sentence files, before any model loads."""
     from haystack_distill.embeddings.model_io import check_embeddings_output, check_sentence_transformer_path
-    from haystack_distill.embeddings.pca import check_pca_dim
+    from haystack_distill.preflight import check_input_file, check_not_an_input
 
+    check_not_an_input("--output", args.output, {"--teacher": args.teacher, "--student": args.student})
     check_embeddings_output(args.output, args.overwrite, [args.teacher, args.student])
-    sentences = _read_training_sentences(args)
+    for path in args.sentences:
+        check_input_file("--sentences", path)
+    check_input_file("--dev-sts", args.dev_sts)
     check_sentence_transformer_path(args.teacher)
     if args.student:
         check_sentence_transformer_path(args.student)
+
+
+def _load(path: str, role: str, args: argparse.Namespace) -> Any:
+    from haystack_distill.embeddings.model_io import load_sentence_transformer
+
+    with status(f"loading the {role} {path}", args.quiet):
+        return load_sentence_transformer(path, device=torch_device(args.device))
+
+
+def distil_command(args: argparse.Namespace) -> int:
+    """Handler of distil-embeddings; returns an exit code (bad input: an error, printed by cli.run_command)."""
+    check_distil_inputs(args)
+    from haystack_distill.embeddings.pca import check_pca_dim
+
+    sentences = _read_training_sentences(args)
     dev = None
     if args.dev_sts:
         from haystack_distill.embeddings.sts import read_sts
 
         dev = read_sts(args.dev_sts)
     from haystack_distill.embeddings.distil import distil_embeddings_from
-    from haystack_distill.embeddings.model_io import load_sentence_transformer, save_sentence_transformer
+    from haystack_distill.embeddings.model_io import save_sentence_transformer
     from haystack_distill.embeddings.truncate import truncate_layers
 
-    teacher = load_sentence_transformer(args.teacher)
+    teacher = _load(args.teacher, "teacher", args)
     if args.pca_dim is not None:
         check_pca_dim(args.pca_dim, teacher.get_sentence_embedding_dimension(), len(sentences))
-    student = (load_sentence_transformer(args.student) if args.student
+    student = (_load(args.student, "student", args) if args.student
                else truncate_layers(teacher, args.keep if args.keep is not None else args.layers))
     metrics: Dict[str, Any] = distil_embeddings_from(
         student, teacher, sentences, loss=args.loss, epochs=args.epochs, batch_size=args.batch_size,
-        learning_rate=args.lr, dev_sts=dev, evaluation_steps=args.evaluation_steps, cache_dir=args.cache_dir,
-        freeze_word_embeddings=args.freeze_word_embeddings, seed=args.seed)
+        learning_rate=args.learning_rate, dev_sts=dev, evaluation_steps=args.evaluation_steps,
+        cache_dir=args.cache_dir, freeze_word_embeddings=args.freeze_word_embeddings, seed=args.seed,
+        show_progress_bar=not args.quiet)
     metrics["teacher_path"] = str(args.teacher)
     metrics["sentences_files"] = [str(path) for path in args.sentences]
     if args.pca_dim is not None:
@@ -125,7 +147,10 @@ def _distil(args: argparse.Namespace) -> int:
         metrics["pca_dim"] = args.pca_dim
     save_sentence_transformer(student, args.output, args.overwrite, extra_json={"distillation_metrics.json": metrics},
                               inputs=[args.teacher])
-    _print_summary(metrics, args.output)
+    if args.json:
+        print_result({"output": str(args.output), **metrics}, as_json=True)
+    else:
+        _print_summary(metrics, args.output)
     return 0
 
 
@@ -143,26 +168,27 @@ def _print_summary(metrics: Dict[str, Any], output: str) -> None:
 
 
 def eval_sts_command(args: argparse.Namespace) -> int:
-    """Handler of ``eval-sts``: prints one row per model; returns an exit code."""
-    try:
-        from haystack_distill.embeddings.model_io import check_sentence_transformer_path
-        from haystack_distill.embeddings.sts import read_sts
+    """Handler of eval-sts: one row per model (a table, or JSON with --json); returns an exit code."""
+    from haystack_distill.embeddings.model_io import check_sentence_transformer_path
+    from haystack_distill.embeddings.sts import read_sts
 
-        pairs = read_sts(args.sts)
-        for path in args.model:
-            check_sentence_transformer_path(path)
-        from haystack_distill.embeddings.model_io import load_sentence_transformer
-        from haystack_distill.embeddings.sts import evaluate_sts
+    pairs = read_sts(args.sts)
+    for path in args.model:
+        check_sentence_transformer_path(path)
+    from haystack_distill.embeddings.sts import evaluate_sts
 
-        rows = []
-        for path in args.model:
-            model = load_sentence_transformer(path)
+    rows = []
+    for path in args.model:
+        model = _load(path, "model", args)
+        with status(f"scoring {path} on {len(pairs)} pairs", args.quiet):
             score = evaluate_sts(model, pairs, batch_size=args.batch_size)
-            rows.append((path, model.get_sentence_embedding_dimension(), score))
-    except USER_ERRORS as err:
-        return _fail("eval-sts", err)
-    width = max(len("model"), *(len(r[0]) for r in rows))
-    print(f"{'model':<{width}}  {'dim':>5}  {'Spearman x100':>13}  (cosine vs gold, {len(pairs)} pairs of {args.sts})")
-    for path, dim, score in rows:
-        print(f"{path:<{width}}  {dim:>5}  {100 * score:>13.2f}")
+        rows.append({"model": path, "dim": model.get_sentence_embedding_dimension(), "spearman_x100": 100 * score})
+    print_result(rows, args.json, table=_sts_table(rows, len(pairs), args.sts))
     return 0
+
+
+def _sts_table(rows: List[Dict[str, Any]], pairs: int, sts: str) -> str:
+    width = max(len("model"), *(len(r["model"]) for r in rows))
+    lines = [f"{'model':<{width}}  {'dim':>5}  {'Spearman x100':>13}  (cosine vs gold, {pairs} pairs of {sts})"]
+    lines += [f"{r['model']:<{width}}  {r['dim']:>5}  {r['spearman_x100']:>13.2f}" for r in rows]
+    return "\n".join(lines)

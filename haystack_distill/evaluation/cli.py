@@ -1,4 +1,4 @@
-"""``haystack-distill evaluate-reader``: EM/F1, questions/s and size of readers on a SQuAD file, as one table.
+"""haystack-distill evaluate-reader: EM/F1, questions/s and size of readers on a SQuAD file, as one table.
 
 Example:
     >>> import argparse
@@ -11,10 +11,10 @@ Example:
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import Any, Dict, List
 
 from ..cli import positive_int
+from ..cli_options import add_device, add_json, add_output, add_overwrite, add_quiet, print_result, status
 
 
 def reader_paths(specs: List[str]) -> Dict[str, str]:
@@ -32,38 +32,44 @@ def reader_paths(specs: List[str]) -> Dict[str, str]:
 
 
 def check_inputs(args: argparse.Namespace, readers: Dict[str, str]) -> None:
-    """Fail on a missing reader folder, a bad SQuAD file or an output that is a folder, before loading a model."""
-    from ..reader.cli import check_model_path
+    """Fail on a missing reader folder, a bad SQuAD file or an --output that is a folder, an input or an existing
+    file (without --overwrite), before loading a model."""
+    from ..preflight import check_model_path, check_output_file
     from ..squad import validate_squad_file
 
     for path in readers.values():
         check_model_path("--reader", path)
     validate_squad_file(args.squad)
-    if args.output and Path(args.output).is_dir():
-        raise IsADirectoryError(f"--output {args.output} is a folder; give a file path such as results.json.")
+    if args.output:
+        check_output_file("--output", args.output, {"--squad": args.squad}, args.overwrite)
 
 
 def _handler(args: argparse.Namespace) -> int:
     readers = reader_paths(args.reader)
     check_inputs(args, readers)
     from ..io import atomic_write_json
-    from .reader import benchmark_reader, format_table
+    from ..reader.cli import reader_device_kwargs
+    from .reader import benchmark_reader, evaluation_progress, format_table
 
-    kwargs = dict(use_gpu=args.gpu, max_seq_len=args.max_seq_len, doc_stride=args.doc_stride,
-                  max_query_length=args.max_query_length)
-    rows = benchmark_reader(readers, args.squad, max_questions=args.max_questions, repeats=args.repeats,
-                            batch_size=args.batch_size, reader_kwargs=kwargs, speed_questions=args.speed_questions)
-    print(format_table(rows))
+    kwargs = dict(max_seq_len=args.max_seq_len, doc_stride=args.doc_stride, max_query_length=args.max_query_length,
+                  **reader_device_kwargs(args.device, loading=True))
+    with evaluation_progress(not args.quiet):
+        rows = benchmark_reader(readers, args.squad, max_questions=args.max_questions, repeats=args.repeats,
+                                batch_size=args.batch_size, reader_kwargs=kwargs,
+                                speed_questions=args.speed_questions,
+                                status=lambda message: status(message, args.quiet))
+    print_result(rows, args.json, table=format_table(rows))
     if args.output:
         atomic_write_json(args.output, rows)
-        print(f"rows written to {args.output}")
+        if not args.json:
+            print(f"rows written to {args.output}")
     return 0
 
 
 def register(subparsers: Any) -> None:
     """Add the ``evaluate-reader`` sub-command."""
     p = subparsers.add_parser(
-        "evaluate-reader", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        "evaluate-reader",
         help="EM/F1, questions/s and size of one or more readers on a SQuAD file (the benchmark's table)",
         description="Scores each reader's best span with the official SQuAD EM/F1; speed is the median of "
                     "--repeats timed runs; the first reader is the baseline of the relative columns.")
@@ -79,6 +85,11 @@ def register(subparsers: Any) -> None:
     p.add_argument("--max-seq-len", type=positive_int, default=256, help="tokens per window")
     p.add_argument("--doc-stride", type=positive_int, default=128, help="overlap of a long context's windows")
     p.add_argument("--max-query-length", type=positive_int, default=64, help="question tokens kept")
-    p.add_argument("--gpu", action="store_true", help="use a GPU if there is one")
-    p.add_argument("--output", metavar="FILE", help="also write the rows as JSON to FILE (atomically)")
+    add_device(p, default="cpu", old_switches=True,
+               help="where the readers run (cpu keeps speeds comparable across machines): auto (a GPU when there is "
+                    "one), cpu, cuda, cuda:N or mps")
+    add_output(p, "also write the rows as JSON to FILE (atomically)", required=False, metavar="FILE")
+    add_overwrite(p, "an existing --output file")
+    add_quiet(p)
+    add_json(p)
     p.set_defaults(func=_handler)

@@ -11,15 +11,31 @@ Example (with your own readers):
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import logging
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, ContextManager, Dict, Iterator, List, Mapping, Optional, Sequence, Union
+
+from tqdm.auto import tqdm
 
 from ..squad import iter_paragraphs, load_squad
 from .squad_metrics import squad_scores
 
 logger = logging.getLogger(__name__)
+_PROGRESS = contextvars.ContextVar("evaluation_progress", default=False)
+
+
+@contextlib.contextmanager
+def evaluation_progress(enabled: bool = True) -> Iterator[None]:
+    """Inside the block every :func:`evaluate_reader` (also a training run's dev evaluations) shows a progress bar
+    over the questions; the CLI turns it on unless ``--quiet``. Off by default."""
+    token = _PROGRESS.set(enabled)
+    try:
+        yield
+    finally:
+        _PROGRESS.reset(token)
 
 
 def squad_questions(paragraphs: Sequence[Dict[str, Any]], max_questions: Optional[int] = None) -> List[tuple]:
@@ -38,6 +54,7 @@ def predict_answers(reader: Any, questions: Sequence[tuple], batch_size: int = 6
     from haystack import Document
 
     predictions: Dict[str, str] = {}
+    bar = tqdm(total=len(questions), desc="evaluating", unit="question", leave=False, disable=not _PROGRESS.get())
     for start in range(0, len(questions), batch_size):
         chunk = questions[start : start + batch_size]
         result = reader.predict_batch(
@@ -48,6 +65,8 @@ def predict_answers(reader: Any, questions: Sequence[tuple], batch_size: int = 6
         for (qid, _, _, _), answers in zip(chunk, result["answers"]):
             best = [a for a in answers if a.answer]
             predictions[qid] = best[0].answer if best else ""
+        bar.update(len(chunk))
+    bar.close()
     return predictions
 
 
@@ -114,6 +133,7 @@ def benchmark_reader(
     batch_size: int = 64,
     reader_kwargs: Optional[Dict[str, Any]] = None,
     speed_questions: Optional[int] = None,
+    status: Optional[Callable[[str], ContextManager[Any]]] = None,
 ) -> List[Dict[str, Any]]:
     """Evaluate several readers on one dev file in one process; speed is the median of ``repeats`` runs.
 
@@ -124,29 +144,34 @@ def benchmark_reader(
         repeats: timing repeats; EM/F1 come from the first run.
         speed_questions: time the ``repeats`` runs on only the first N questions, after one scoring pass over
             ``max_questions`` (keeps a large dev set affordable); None times the scoring runs themselves.
+        status: ``status(message)`` wraps the loading and the scoring of each reader (the CLI's status line).
 
     Returns one dict per reader with em, f1, questions/s, speedup vs the first reader, parameters and MB.
     """
     from haystack.nodes import FARMReader
 
+    status = status or (lambda message: contextlib.nullcontext())
     rows: List[Dict[str, Any]] = []
     for name, reader in readers.items():
         path = reader if isinstance(reader, (str, Path)) else None
         if path is not None:
-            reader = FARMReader(str(path), **{"use_gpu": False, "progress_bar": False, **(reader_kwargs or {})})
-        runs = [evaluate_reader(reader, dev_file, max_questions, batch_size)]
-        if speed_questions is None:
-            runs += [evaluate_reader(reader, dev_file, max_questions, batch_size) for _ in range(repeats - 1)]
-            timed = runs
-        else:
-            timed = [evaluate_reader(reader, dev_file, speed_questions, batch_size) for _ in range(max(1, repeats))]
+            with status(f"{name}: loading {path}"):
+                reader = FARMReader(str(path), **{"use_gpu": False, "progress_bar": False, **(reader_kwargs or {})})
+        with status(f"{name}: scoring" + (f", {repeats} timed runs" if repeats > 1 else "")):
+            runs = [evaluate_reader(reader, dev_file, max_questions, batch_size)]
+            if speed_questions is None:
+                runs += [evaluate_reader(reader, dev_file, max_questions, batch_size) for _ in range(repeats - 1)]
+                timed = runs
+            else:
+                timed = [evaluate_reader(reader, dev_file, speed_questions, batch_size)
+                         for _ in range(max(1, repeats))]
         qps = sorted(r["questions_per_second"] for r in timed)[len(timed) // 2]
         row = {"reader": name, "em": runs[0]["em"], "f1": runs[0]["f1"], "questions": runs[0]["questions"],
                "questions_per_second": qps, **model_size(reader, path)}
         if path is not None:
             row["mb_on_disk"] = disk_size_mb(path)
         rows.append(row)
-        logger.info("%s: %s", name, row)
+        logger.debug("%s: %s", name, row)
     base = rows[0]
     for row in rows:
         row["f1_vs_first"] = 100 * row["f1"] / base["f1"] if base["f1"] else float("nan")

@@ -1,41 +1,90 @@
-"""``haystack-distill export-reader``: a reader folder -> a plain transformers or ONNX (optionally int8) folder."""
+"""haystack-distill export-reader: a reader folder -> a plain transformers or ONNX (optionally int8) folder."""
 
 from __future__ import annotations
 
 import argparse
-import json
-import sys
-from typing import Any, Optional
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+from ..cli_options import add_json, add_output, add_overwrite, add_quiet, print_result, status
+
+
+def is_export(folder: Path) -> bool:
+    """True for a folder export-reader wrote: model.onnx, or a transformers checkpoint without Haystack's files."""
+    if (folder / "model.onnx").is_file():
+        return True
+    return (folder / "config.json").is_file() and not (folder / "language_model.bin").is_file() and any(
+        folder.glob("*.safetensors"))
+
+
+def check_export_inputs(args: argparse.Namespace) -> None:
+    """Pre-flight: the reader folder, --format/--int8 and --output (an earlier export only with --overwrite)."""
+    from ..preflight import check_not_an_input
+    from .export import ExportError, check_export_args
+
+    output = Path(args.output).expanduser()
+    existing = output.is_file() or (output.is_dir() and any(output.iterdir()))
+    if existing and not args.overwrite:
+        raise FileExistsError(f"--output {args.output} already exists; pass --overwrite to replace an earlier "
+                              "export, or choose a new folder.")
+    if existing and not is_export(output):
+        raise ExportError(f"--output {args.output} is not an earlier export (no model.onnx or transformers "
+                          "checkpoint); --overwrite replaces only an export. Choose another --output.")
+    # an earlier export is replaced by a fresh folder: check the rest as for a new --output
+    check_export_args(args.reader, output.with_name(f".{output.name}.new") if existing else output, args.format)
+    check_not_an_input("--output", output, {"--reader": args.reader})
+    if args.int8 and args.format != "onnx":
+        raise ExportError("--int8 needs --format onnx (torch's dynamic int8 is not a savable checkpoint).")
+
+
+def _export_replacing(args: argparse.Namespace) -> Path:
+    """Export into a fresh folder of the same name beside --output, then swap it in (the old one is deleted last)."""
+    from .export import export_reader
+
+    output = Path(args.output).expanduser()
+    scratch = Path(tempfile.mkdtemp(dir=output.parent, prefix=f".{output.name}.export-"))
+    try:
+        fresh = export_reader(args.reader, scratch / output.name, fmt=args.format, int8=args.int8, opset=args.opset)
+        old = output.with_name(f".{output.name}.old-{os.getpid()}")
+        os.replace(output, old)
+        os.replace(fresh, output)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return output
 
 
 def _handler(args: argparse.Namespace) -> int:
-    from .export import ExportError, check_export_args, export_reader
+    check_export_inputs(args)  # bad input fails before torch/Haystack load
+    from .export import export_reader
 
-    try:
-        check_export_args(args.reader, args.output, args.format)  # bad input fails before torch/Haystack load
-        if args.int8 and args.format != "onnx":
-            raise ExportError("--int8 needs --format onnx (torch's dynamic int8 is not a savable checkpoint).")
-        output = export_reader(args.reader, args.output, fmt=args.format, int8=args.int8, opset=args.opset)
-    except (ExportError, FileNotFoundError, OSError) as err:
-        if args.debug:
-            raise
-        print(f"export-reader: error: {err}", file=sys.stderr)
-        return 2
-    files = {p.name: p.stat().st_size for p in sorted(output.iterdir()) if p.is_file()}
-    print(json.dumps({"output": str(output), "format": args.format, "int8": args.int8,
-                      "mb": round(sum(files.values()) / 2**20, 2), "files": files}, indent=2))
+    what = f"{args.format}{' int8' if args.int8 else ''}"
+    with status(f"exporting {args.reader} to {args.output} ({what})", args.quiet):
+        existing = Path(args.output).expanduser()
+        if args.overwrite and existing.is_dir() and any(existing.iterdir()):
+            output = _export_replacing(args)
+        else:
+            output = export_reader(args.reader, args.output, fmt=args.format, int8=args.int8, opset=args.opset)
+    files: Dict[str, int] = {p.name: p.stat().st_size for p in sorted(output.iterdir()) if p.is_file()}
+    print_result({"output": str(output), "format": args.format, "int8": args.int8,
+                  "mb": round(sum(files.values()) / 2**20, 2), "files": files}, args.json)
     return 0
 
 
 def register(subparsers: Any, parents: Optional[list] = None) -> None:
-    """Add the ``export-reader`` sub-command."""
-    p = subparsers.add_parser("export-reader", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    """Add the export-reader sub-command."""
+    p = subparsers.add_parser("export-reader",
                               help="export a reader folder as a plain transformers QA checkpoint or an ONNX model "
                                    "(--int8: dynamic int8 weights) for transformers, onnxruntime or Haystack 2.x")
     p.add_argument("--reader", required=True, help="saved reader folder (Haystack format or transformers QA)")
-    p.add_argument("--output", required=True, help="new folder to write; an existing non-empty one is refused")
-    p.add_argument("--format", default="onnx", help="transformers | onnx")
+    add_output(p, "new folder to write (an existing one only with --overwrite)")
+    add_overwrite(p, "an earlier export in --output (never another kind of folder)")
+    p.add_argument("--format", default="onnx", help="onnx or transformers")
     p.add_argument("--int8", action="store_true", help="ONNX only: int8 weights, embeddings included")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset version")
-    p.add_argument("--debug", action="store_true", help="show tracebacks for bad input")
+    add_quiet(p)
+    add_json(p)
     p.set_defaults(func=_handler)

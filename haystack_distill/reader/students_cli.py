@@ -12,10 +12,10 @@ Example:
 from __future__ import annotations
 
 import argparse
-import json
 from typing import Any, Dict, List
 
 from ..cli import positive_int
+from ..cli_options import add_json, add_output, add_overwrite, add_quiet, print_result, status
 
 
 def layer_list(text: str) -> List[int]:
@@ -35,9 +35,10 @@ def summary(result: Dict[str, Any]) -> str:
 def _handler(args: argparse.Namespace) -> int:
     from .students import make_student
 
-    result = make_student(args.source, args.layers, args.output, keep=args.keep, seed=args.seed,
-                          overwrite=args.overwrite)  # errors: one line, via cli.run_command
-    print(json.dumps(result, indent=2) if args.json else summary(result))
+    with status(f"building a student from {args.source}", args.quiet):
+        result = make_student(args.source, args.layers, args.output, keep=args.keep, seed=args.seed,
+                              overwrite=args.overwrite)  # errors: one line, via cli.run_command
+    print_result(result, args.json, table=summary(result))
     return 0
 
 
@@ -53,8 +54,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--layers", type=positive_int, metavar="N",
                    help="student depth: every (n/N)-th layer from the first (6 layers -> 3 keeps 0,2,4)")
     p.add_argument("--keep", type=layer_list, metavar="I,J,...", help="these layers instead (0-based), e.g. 0,2,5")
-    p.add_argument("--output", required=True, help="new folder for the student reader")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing --output folder written by this tool")
+    add_output(p, "new folder for the student reader", aliases=("--save-dir",))
+    add_overwrite(p, "an existing --output folder written by this tool")
     p.add_argument("--seed", type=int, default=42, help="seed of the fresh QA head")
-    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    add_quiet(p)
+    add_json(p)
     p.set_defaults(func=_handler)

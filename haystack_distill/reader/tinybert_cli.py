@@ -1,15 +1,24 @@
-"""``haystack-distill distil-tinybert``: TinyBERT's task distillation of a reader (intermediate layers, then the
-prediction layer) from the terminal, through :meth:`DistillationMixin.distil_tinybert_from`."""
+"""haystack-distill distil-tinybert: TinyBERT's task distillation of a reader (intermediate layers, then the
+prediction layer) from the terminal, through DistillationMixin.distil_tinybert_from."""
 
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any, Dict, Union
 
 from ..cli import fraction, positive_float, positive_int
-from .cli import add_hard_loss_padding, add_unlabeled, check_model_path
+from ..cli_options import print_result
+from .cli import (
+    add_hard_loss_padding,
+    add_reader_data,
+    add_reader_run,
+    add_unlabeled,
+    check_reader_inputs,
+    check_stage_settings,
+    load_readers,
+    reader_device_kwargs,
+)
 from .presets import TINYBERT_INTERMEDIATE, TINYBERT_PREDICTION
 
 STAGE_FOLDERS = ("stage1_intermediate", "stage2_prediction")
@@ -33,30 +42,15 @@ def layer_mapping(text: str) -> Union[str, Dict[int, int]]:
 
 
 def check_inputs(args: argparse.Namespace) -> None:
-    """Fail on a missing model, folder or file and on an unsafe output folder before any model is loaded."""
-    from ..safety import check_output_dir
-    from .output import LEGACY_OUTPUT, RUN_MARKER
-
-    check_model_path("--teacher", args.teacher)
-    check_model_path("--student", args.student)
-    data = Path(args.data_dir).expanduser()
-    if not data.is_dir():
-        raise FileNotFoundError(f"--data-dir {args.data_dir}: no such folder; pass the folder of the SQuAD files.")
-    for flag in ("train_filename", "augmented_train_filename", "dev_filename", "unlabeled_filename"):
-        name = getattr(args, flag)
-        if name and not (data / name).is_file():
-            raise FileNotFoundError(f"--{flag.replace('_', '-')} {name}: no such file in --data-dir {args.data_dir}.")
-    folders = STAGE_FOLDERS[1:] if args.no_intermediate else STAGE_FOLDERS
-    for folder in folders:
-        check_output_dir(Path(args.save_dir) / folder, [args.teacher, args.student], marker=RUN_MARKER,
-                         legacy=LEGACY_OUTPUT)
+    """Fail on a missing model, folder or file and on an unsafe --output before any model is loaded."""
+    check_reader_inputs(args, parts=STAGE_FOLDERS[1:] if args.no_intermediate else STAGE_FOLDERS)
 
 
 def stage_kwargs(args: argparse.Namespace) -> Dict[str, Dict[str, Any]]:
     """Keyword arguments of the two stages (``intermediate`` and ``prediction``) from the flags."""
     shared = dict(temperature=args.temperature, caching=args.caching, seed=args.seed, resume=args.resume,
                   checkpoint_every=args.checkpoint_every, checkpoint_root_dir=Path(args.checkpoint_root_dir),
-                  show_progress=not args.quiet)
+                  show_progress=not args.quiet, **reader_device_kwargs(args.device))
     intermediate = dict(shared, batch_size=args.intermediate_batch_size, n_epochs=args.intermediate_epochs,
                         learning_rate=args.intermediate_learning_rate, distillation_loss=args.intermediate_loss,
                         distillation_loss_weight=args.intermediate_kd_weight, layer_mapping=args.layer_mapping,
@@ -72,25 +66,24 @@ def stage_kwargs(args: argparse.Namespace) -> Dict[str, Dict[str, Any]]:
 
 def _handler(args: argparse.Namespace) -> int:
     check_inputs(args)
-    from . import DistillableFARMReader
-
-    kw = dict(use_gpu=not args.cpu, max_seq_len=args.max_seq_len, doc_stride=args.doc_stride,
-              max_query_length=args.max_query_length, progress_bar=False)
-    teacher = DistillableFARMReader(args.teacher, **kw)
-    student = DistillableFARMReader(args.student, **kw)
     stages = stage_kwargs(args)
-    metrics = student.distil_tinybert_from(
-        teacher, args.data_dir, args.train_filename, args.save_dir,
-        augmented_train_filename=args.augmented_train_filename, dev_filename=args.dev_filename,
-        intermediate=False if args.no_intermediate else stages["intermediate"], prediction=stages["prediction"],
-        prediction_on_augmented=not args.prediction_on_original, unlabeled_filename=args.unlabeled_filename,
-        augmented_as=args.augmented_as)
-    print(json.dumps(metrics, indent=2, default=str))
+    check_stage_settings(args, {"prediction": stages["prediction"]} if args.no_intermediate else stages)
+    from ..evaluation.reader import evaluation_progress
+
+    teacher, student = load_readers(args)
+    with evaluation_progress(not args.quiet):
+        metrics = student.distil_tinybert_from(
+            teacher, args.data_dir, args.train_filename, args.output,
+            augmented_train_filename=args.augmented_train_filename, dev_filename=args.dev_filename,
+            intermediate=False if args.no_intermediate else stages["intermediate"], prediction=stages["prediction"],
+            prediction_on_augmented=not args.prediction_on_original, unlabeled_filename=args.unlabeled_filename,
+            augmented_as=args.augmented_as)
+    print_result(metrics, args.json)
     return 0
 
 
 def _add_stage1(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("stage 1: intermediate layers (saved to SAVE_DIR/stage1_intermediate)")
+    g = p.add_argument_group("stage 1: intermediate layers (saved to OUTPUT/stage1_intermediate)")
     g.add_argument("--no-intermediate", action="store_true", help="skip stage 1: prediction-layer KD only")
     g.add_argument("--intermediate-epochs", type=positive_int, default=STAGE1["n_epochs"], metavar="N",
                    help="passes over the data")
@@ -113,7 +106,7 @@ def _add_stage1(p: argparse.ArgumentParser) -> None:
 
 
 def _add_stage2(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("stage 2: prediction layer (saved to SAVE_DIR/stage2_prediction)")
+    g = p.add_argument_group("stage 2: prediction layer (saved to OUTPUT/stage2_prediction)")
     g.add_argument("--prediction-epochs", type=positive_int, default=STAGE2["n_epochs"], metavar="N",
                    help="passes over the data")
     g.add_argument("--prediction-learning-rate", type=positive_float, default=STAGE2["learning_rate"], metavar="LR",
@@ -132,39 +125,29 @@ def _add_stage2(p: argparse.ArgumentParser) -> None:
 
 
 def register(subparsers: Any) -> None:
-    """Add the ``distil-tinybert`` sub-command."""
+    """Add the distil-tinybert sub-command."""
     p = subparsers.add_parser(
-        "distil-tinybert", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        "distil-tinybert",
         help="TinyBERT task distillation of a reader: intermediate layers, then the prediction layer",
         description="TinyBERT's task distillation (distil_tinybert_from): stage 1 matches the teacher's embeddings, "
                     "hidden states and attention (on the augmented file when given), stage 2 its start/end "
                     "distributions. Start from a distil-general student for the best results.")
-    p.add_argument("--teacher", required=True, help="fine-tuned teacher reader (Haystack or transformers folder)")
-    p.add_argument("--student", required=True,
-                   help="student folder with the teacher's tokenizer, e.g. a distil-general output")
-    p.add_argument("--data-dir", required=True, help="folder of the SQuAD files")
-    p.add_argument("--train-filename", required=True, help="SQuAD training file in --data-dir")
+    add_reader_data(p, "output folder; the stages write into its sub-folders stage1_intermediate and "
+                       "stage2_prediction")
     p.add_argument("--augmented-train-filename", help="augmented training file in --data-dir (haystack-distill "
                                                       "augment); used by stage 1 and, by default, stage 2")
     p.add_argument("--augmented-as", choices=["labeled", "unlabeled"], default="labeled",
                    help="unlabeled: the augmented copies learn only from the teacher, beside the labelled "
                         "--train-filename, in both stages")
     add_unlabeled(p)
-    p.add_argument("--dev-filename", help="SQuAD dev file in --data-dir: EM/F1 after stage 2")
-    p.add_argument("--save-dir", required=True, help="output folder; the stages write into sub-folders")
     _add_stage1(p)
     _add_stage2(p)
     p.add_argument("--temperature", type=positive_float, default=STAGE2["temperature"],
                    help="KD temperature of both stages")
-    p.add_argument("--max-seq-len", type=positive_int, default=256, help="tokens per feature")
-    p.add_argument("--doc-stride", type=positive_int, default=128, help="overlap of a long context's windows")
-    p.add_argument("--max-query-length", type=positive_int, default=64, help="question tokens kept")
     p.add_argument("--caching", action="store_true", help="keep the teacher's logits on disk for later runs")
     p.add_argument("--checkpoint-root-dir", default="model_checkpoints",
                    help="checkpoints go to its intermediate_layers / prediction_layer sub-folders")
     p.add_argument("--checkpoint-every", type=positive_int, help="steps between checkpoints (default: none)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run from its newest checkpoints")
-    p.add_argument("--seed", type=int, default=42, help="training seed")
-    p.add_argument("--cpu", action="store_true", help="never use a GPU")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_reader_run(p)
     p.set_defaults(func=_handler)

@@ -1,0 +1,142 @@
+"""Input checks that need no model, one helper per concern; every sub-command calls them before it loads one.
+
+Each raises an error naming the flag, the bad value and the fix (the CLI prints it on one line, exit code 2).
+
+Example:
+    >>> import tempfile, pathlib
+    >>> d = pathlib.Path(tempfile.mkdtemp())
+    >>> try:
+    ...     check_output_folder("--output", d, {"--teacher": d}, overwrite=True)
+    ... except ValueError as err:
+    ...     print(str(err).split(";")[0].replace(str(d), "D"))
+    --output D is the --teacher folder
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Dict, Mapping, Optional, Sequence, Union
+
+PathLike = Union[str, os.PathLike]
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
+
+
+def check_model_path(flag: str, name: str) -> None:
+    """A missing local model folder is named as such, not as a failed download from the hub."""
+    looks_local = name.startswith((".", "/", "~")) or name.count("/") > 1 or os.sep != "/" and os.sep in name
+    if not Path(name).expanduser().exists() and (_offline() or looks_local):
+        raise FileNotFoundError(f"{flag} {name}: no such folder. Pass the folder of a saved model" +
+                                (", or unset HF_HUB_OFFLINE to download a hub model." if _offline() else "."))
+
+
+def check_model_folder(flag: str, path: Optional[PathLike], needs: str = "config.json") -> None:
+    """A local model folder that exists and holds ``needs`` (nothing to check for None)."""
+    if path is None:
+        return
+    folder = Path(path).expanduser()
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{flag} {path}: no such folder; pass a local model folder (nothing is downloaded).")
+    if needs and not (folder / needs).is_file():
+        raise FileNotFoundError(f"{flag} {path}: no {needs} in that folder; pass the folder of a saved "
+                                "transformers model.")
+
+
+def check_input_file(flag: str, path: Optional[PathLike]) -> None:
+    """An input file that exists (nothing to check for None)."""
+    if path is None:
+        return
+    file = Path(path).expanduser()
+    if file.is_dir():
+        raise IsADirectoryError(f"{flag} {path} is a folder; pass a file.")
+    if not file.is_file():
+        raise FileNotFoundError(f"{flag} {path}: no such file.")
+
+
+def check_data_files(data_dir: PathLike, files: Mapping[str, Optional[str]]) -> None:
+    """``--data-dir`` is a folder holding each named file (``{flag: file name or None}``)."""
+    data = Path(data_dir).expanduser()
+    if not data.is_dir():
+        raise FileNotFoundError(f"--data-dir {data_dir}: no such folder; pass the folder of the SQuAD files.")
+    for flag, name in files.items():
+        if name and not (data / name).is_file():
+            raise FileNotFoundError(f"{flag} {name}: no such file in --data-dir {data_dir}.")
+
+
+def _resolved(path: Any) -> Optional[Path]:
+    if path is None:
+        return None
+    p = Path(path).expanduser()
+    return p.resolve() if p.exists() else None
+
+
+def check_not_an_input(flag: str, output: PathLike, inputs: Mapping[str, Any]) -> None:
+    """``output`` is not an input (``{flag: path}``), not inside an input folder and does not contain one."""
+    out = Path(output).expanduser().resolve()
+    for name, path in inputs.items():
+        source = _resolved(path)
+        if source is None:
+            continue
+        folder = source if source.is_dir() else source.parent
+        if out == source:
+            what = "folder" if source.is_dir() else "file"
+            raise ValueError(f"{flag} {output} is the {name} {what}; writing there would replace your input. "
+                             f"Choose another {flag}.")
+        if source.is_dir() and folder in out.parents:
+            raise ValueError(f"{flag} {output} is inside the {name} folder {path}; writing there would mix the "
+                             f"output into your input. Choose a {flag} outside it.")
+        if out in source.parents:
+            raise ValueError(f"{flag} {output} contains the {name} {path}; replacing it would delete that input. "
+                             f"Choose another {flag}.")
+
+
+def _holds_files(path: Path) -> bool:
+    return path.is_file() or (path.is_dir() and any(path.iterdir()))
+
+
+def check_output_folder(flag: str, output: PathLike, inputs: Mapping[str, Any], overwrite: bool,
+                        resume: bool = False, marker: Optional[str] = None, legacy: Sequence[str] = (),
+                        parts: Sequence[str] = (), manifest: bool = True) -> None:
+    """An output folder: not an input (or inside one), replaced only with ``--overwrite`` (or continued with
+    ``--resume``) and, for a command that writes a manifest (``manifest``), never holding files we did not write.
+    ``parts``: sub-folders a run writes (their contents are what counts); none means ``output`` itself."""
+    from .safety import check_output_dir
+
+    check_not_an_input(flag, output, inputs)
+    folders = [Path(output) / part for part in parts] or [Path(output)]
+    for folder in folders if manifest else ():
+        check_output_dir(folder, [p for p in inputs.values() if p and Path(p).expanduser().is_dir()], marker=marker,
+                         legacy=legacy)  # input files (a text file beside --output) are not folders to protect
+    if not (overwrite or resume) and any(_holds_files(f.expanduser()) for f in folders):
+        raise FileExistsError(f"{flag} {output} already holds an earlier output; pass --overwrite to replace it"
+                              + (", or --resume to continue its interrupted run." if not resume else "."))
+
+
+def check_output_file(flag: str, output: PathLike, inputs: Mapping[str, Any], overwrite: bool) -> None:
+    """An output file: not a folder, not an input, and replaced only with ``--overwrite``."""
+    path = Path(output).expanduser()
+    if path.is_dir():
+        raise IsADirectoryError(f"{flag} {output} is a folder; give a file path such as results.json.")
+    check_not_an_input(flag, output, inputs)
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{flag} {output} already exists; pass --overwrite to replace it, or choose another "
+                              f"{flag}.")
+
+
+def inputs_of(args: Any, flags: Sequence[str]) -> Dict[str, Any]:
+    """``{"--flag": value}`` of the parsed ``args`` for ``flags`` written with dashes (missing ones skipped).
+
+    Example:
+        >>> import argparse
+        >>> inputs_of(argparse.Namespace(teacher="t", student=None), ["--teacher", "--student", "--texts"])
+        {'--teacher': 't', '--student': None}
+    """
+    found: Dict[str, Any] = {}
+    for flag in flags:
+        dest = flag.lstrip("-").replace("-", "_")
+        if hasattr(args, dest):
+            found[flag] = getattr(args, dest)
+    return found
