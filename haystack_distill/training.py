@@ -20,6 +20,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import math
@@ -279,10 +280,38 @@ class CheckpointCorruptError(ValueError):
 
 
 CHECKSUM = "checksum.json"  # {"state.pt": blake2b of its bytes}, written after state.pt
+RUN_ID = "run.json"  # {"run_id": ...}: which run wrote the checkpoint, readable without loading state.pt
 
 
 def _checkpoints(root: Path) -> List[Path]:
-    return sorted(root.glob("step-*"), key=lambda p: int(p.name.split("-")[1]))
+    return sorted(root.glob("step-[0-9]*"), key=lambda p: int(p.name.split("-")[1]))
+
+
+def run_id(run_fields: Dict[str, Any]) -> str:
+    """A short hash of everything that identifies a run (its ``run_fields``)."""
+    text = json.dumps({k: str(v) for k, v in run_fields.items()}, sort_keys=True)
+    return hashlib.blake2b(text.encode(), digest_size=12).hexdigest()
+
+
+def checkpoint_run_id(path: Path) -> Optional[str]:
+    """The run id a checkpoint folder was written by, or None (an older checkpoint, or not one of ours)."""
+    try:
+        return str(json.loads((path / RUN_ID).read_text())["run_id"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def check_checkpoint_dir(root: Path, run_fields: Dict[str, Any], resuming: bool) -> None:
+    """Before training: refuse a fresh run in a folder holding another run's checkpoints (it would overwrite or
+    prune them), naming the way out."""
+    if resuming or not root.is_dir():
+        return
+    mine = run_id(run_fields)
+    others = [p.name for p in _checkpoints(root) if checkpoint_run_id(p) != mine]
+    if others:
+        raise CheckpointMismatchError(
+            f"{root} holds checkpoints of another run ({', '.join(others[:3])}); a new run would overwrite them. "
+            "Use another checkpoint folder (--checkpoint-dir / checkpoint_root_dir), or delete those folders.")
 
 
 def save_checkpoint(root: Path, modules: Dict[str, nn.Module], optimizer, scheduler, progress: Dict[str, int],
@@ -302,11 +331,16 @@ def save_checkpoint(root: Path, modules: Dict[str, nn.Module], optimizer, schedu
         "run_fields": {k: str(v) for k, v in run_fields.items()},
     }
     torch.save(state, tmp / "state.pt")
+    mine = run_id(run_fields)
+    (tmp / RUN_ID).write_text(json.dumps({"run_id": mine}))
     (tmp / CHECKSUM).write_text(json.dumps({"state.pt": fingerprint_file(tmp / "state.pt")}))  # written last
     if target.exists():
+        if checkpoint_run_id(target) != mine:
+            raise CheckpointMismatchError(f"{target} belongs to another run; it was not replaced.")
         shutil.rmtree(target)
     tmp.rename(target)
-    for old in _checkpoints(root)[:-keep] if keep > 0 else []:
+    own = [p for p in _checkpoints(root) if checkpoint_run_id(p) == mine]  # never prune another run's
+    for old in own[:-keep] if keep > 0 else []:
         shutil.rmtree(old, ignore_errors=True)
     return target
 
@@ -342,7 +376,7 @@ def _resolve_resume(config: TrainConfig) -> Optional[Tuple[Path, Dict[str, Any]]
     else:
         candidates = _checkpoints(Path(config.checkpoint_dir))
         if not candidates:
-            logger.info("resume=True but no checkpoint in %s: starting from scratch", config.checkpoint_dir)
+            logger.debug("resume=True but no checkpoint in %s: starting from scratch", config.checkpoint_dir)
             return None
     errors = []
     for path in reversed(candidates):
@@ -367,7 +401,8 @@ def load_checkpoint(path: Path, modules: Dict[str, nn.Module], optimizer, schedu
         raise CheckpointMismatchError(
             f"checkpoint {path} is from a different run: {', '.join(differing)} differ "
             f"(checkpoint {[saved.get(k) for k in differing]} vs now {[current.get(k) for k in differing]}); "
-            "use another checkpoint_root_dir or resume=False."
+            "resume only the run that wrote it, or start this one in another checkpoint folder "
+            "(--checkpoint-dir / checkpoint_root_dir) without --resume."
         )
     for name, module in modules.items():
         module.load_state_dict(state["modules"][name])
@@ -535,6 +570,8 @@ class _Run:
         set_seed(config.seed)
         self.progress = {"epoch": 0, "batch": 0, "global_step": 0}
         resume_from = _resolve_resume(config)
+        if config.checkpoint_dir and config.checkpoint_every and self.rank == 0:
+            check_checkpoint_dir(Path(config.checkpoint_dir), config.run_fields, resume_from is not None)
         if resume_from is not None:
             self.progress = load_checkpoint(resume_from[0], modules, self.optimizer, self.scheduler,
                                             config.run_fields, resume_from[1])

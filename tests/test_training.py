@@ -206,3 +206,38 @@ def test_bf16_autocast_runs_on_the_cpu(tmp_path):
                                                     checkpoint_every=None))
     assert seen and all(d == torch.bfloat16 for d in seen) and math.isfinite(result.loss)
     assert all(p.dtype == torch.float32 for p in model.parameters())
+
+
+def test_a_new_run_never_overwrites_or_prunes_another_runs_checkpoints(tmp_path):
+    first = Tiny()
+    train(first, _data(), _loss_for(first), _config(tmp_path, n_epochs=1))
+    kept = sorted(p.name for p in (tmp_path / "ckpt").glob("step-*"))
+    states = {name: (tmp_path / "ckpt" / name / "state.pt").read_bytes() for name in kept}
+    other = Tiny()
+    calls = {"n": 0}
+
+    def counting(batch):
+        calls["n"] += 1
+        return ((other(batch["x"]) - batch["y"]) ** 2).mean()
+
+    with pytest.raises(CheckpointMismatchError, match="another run.*--checkpoint-dir"):
+        train(other, _data(), counting, _config(tmp_path, n_epochs=1, run_fields={"run": "b"}))
+    assert calls["n"] == 0  # refused before the first step
+    assert {n: (tmp_path / "ckpt" / n / "state.pt").read_bytes() for n in kept} == states
+    again = Tiny()  # the same run again, without resume, may replace its own checkpoints
+    train(again, _data(), _loss_for(again), _config(tmp_path, n_epochs=1))
+
+
+def test_pruning_keeps_checkpoints_it_did_not_write(tmp_path):
+    from haystack_distill.training import save_checkpoint
+
+    model = Tiny()
+    foreign = tmp_path / "ckpt" / "step-1"
+    foreign.mkdir(parents=True)
+    (foreign / "state.pt").write_bytes(b"not ours")
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+    for step in (2, 3, 4):
+        save_checkpoint(tmp_path / "ckpt", {"model": model}, optimizer, scheduler,
+                        {"epoch": 0, "batch": step, "global_step": step}, {"run": "a"}, keep=2)
+    assert sorted(p.name for p in (tmp_path / "ckpt").glob("step-*")) == ["step-1", "step-3", "step-4"]

@@ -16,12 +16,13 @@ import torch
 from torch import nn
 
 from ..devices import resolve_device
-from ..teacher_cache import fingerprint_file
+from ..teacher_cache import fingerprint_file, fingerprint_module
 from ..tokenizers import check_tokenizer_compatibility, check_vocab_fits
 from ..training import TrainConfig, TrainResult, config_fields, ensure_distributed, train, world
 from .config import ReaderStageConfig
 from .data import SequenceSettings, StageData, StageInputs, batching, data_path, training_data, unlabeled_path
 from .output import check_save_dir, default_save_dir, finish, make_eval_fn, run_sources
+from .targets import UNUSED_WEIGHTS, teacher_fingerprint
 
 logger = logging.getLogger(__name__)
 Loss = Callable[[Dict[str, torch.Tensor]], torch.Tensor]
@@ -116,11 +117,19 @@ class ReaderStage:
             checkpoints_to_keep=c.checkpoints_to_keep, resume=c.resume, show_progress=c.show_progress,
             **self.batching())
         config.run_fields = {**config_fields(config), "stage": self.name, **self.run_fields(inputs, loss_fn),
+                             **self.model_fields(),
                              "train_file": fingerprint_file(inputs.train),  # its content: an edited file differs
                              "n_features": len(data.features["input_ids"])}
         if inputs.unlabeled is not None:  # absent otherwise, so earlier runs' checkpoints still resume
             config.run_fields.update(unlabeled_file=fingerprint_file(inputs.unlabeled), **data.counts())
         return config
+
+    def model_fields(self) -> Dict[str, Any]:
+        """The teacher's and the student's starting weights, so a checkpoint resumes only the run that wrote it."""
+        fields = {"student_weights": fingerprint_module(self.student.inferencer.model, exclude=UNUSED_WEIGHTS)}
+        if self.teacher is not None:
+            fields["teacher_weights"] = teacher_fingerprint(self.teacher)
+        return fields
 
     def run(self) -> Dict[str, Any]:
         """Validate, inputs, data, teacher targets, loss, train, finish; returns the metrics."""
