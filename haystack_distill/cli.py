@@ -51,7 +51,8 @@ def package_version() -> str:
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="haystack-distill", description=DESCRIPTION)
     parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging, and tracebacks for errors")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="debug logging, third-party warnings and tracebacks for errors")
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     subparsers = parser.add_subparsers(dest="command", required=True)
     for name in COMMAND_MODULES:

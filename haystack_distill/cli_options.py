@@ -144,6 +144,15 @@ def torch_device(name: str) -> Optional[str]:
     return None if name == "auto" else name
 
 
+def add_reader_windows(parser: Any) -> None:
+    """--max-seq-len, --doc-stride and --max-query-length: how a reader cuts questions and contexts."""
+    from .cli import positive_int
+
+    parser.add_argument("--max-seq-len", type=positive_int, default=256, help="tokens per window (feature)")
+    parser.add_argument("--doc-stride", type=positive_int, default=128, help="overlap of a long context's windows")
+    parser.add_argument("--max-query-length", type=positive_int, default=64, help="question tokens kept")
+
+
 # ---------------------------------------------------------------------------------------------------- results
 def _cell(value: Any) -> str:
     if isinstance(value, float):

@@ -615,3 +615,21 @@ def test_python_m_augment_mlm_head_keeps_its_flags_and_checks_before_loading(ear
 
     module = add_mlm_head_arguments(Parser(), module_defaults=True, warn=False).parse_args(["--output", "o"])
     assert (module.train_text, module.learning_rate, module.device) == (WIKITEXT_TRAIN, 2e-3, "cpu")
+
+
+def test_demo_json_keeps_stdout_for_the_results(tmp_path, monkeypatch, capsys):
+    from haystack_distill import demo
+
+    seen = {}
+
+    def fake_run_demo(output, cfg):
+        seen.update(output=output, show_progress=cfg.show_progress)
+        demo.say("[1/4] teacher ...")
+        return {"rows": [{"reader": "teacher", "f1": 90.0}], "setup": {"seed": cfg.seed}}
+
+    monkeypatch.setattr(demo, "run_demo", fake_run_demo)
+    assert cli.main(["demo", "--output-dir", str(tmp_path / "d"), "--json", "--quiet", "--seed", "3"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out) == {"rows": [{"reader": "teacher", "f1": 90.0}], "setup": {"seed": 3}}
+    assert "[1/4] teacher ..." in captured.err and "--output-dir is deprecated; use --output" in captured.err
+    assert seen == {"output": tmp_path / "d", "show_progress": False}

@@ -235,11 +235,25 @@ def test_cli_bad_input_is_one_line_and_exit_2(student_dir, tmp_path, capsys, arg
         assert [p.name for p in output.iterdir()] == ["keep.txt"]
 
 
-def test_cli_exports_int8_onnx(student_dir, tmp_path, capsys):
+def test_cli_exports_int8_onnx(student_dir, tmp_path, capsys, caplog):
+    import logging
+
     from haystack_distill.cli import main
 
-    code = main(["export-reader", "--reader", str(student_dir), "--output", str(tmp_path / "int8"), "--int8",
-                 "--json"])
-    summary = json.loads(capsys.readouterr().out)
+    with caplog.at_level(logging.WARNING):
+        code = main(["export-reader", "--reader", str(student_dir), "--output", str(tmp_path / "int8"), "--int8",
+                     "--json"])
+    captured = capsys.readouterr()
+    summary = json.loads(captured.out)
     assert code == 0 and summary["int8"] and "model.onnx" in summary["files"]
     assert (tmp_path / "int8" / "onnx_model_config.json").is_file()
+    assert "pre-processing" not in caplog.text + captured.err  # onnxruntime's hint, hidden unless --verbose
+    assert f"exporting {student_dir} to {tmp_path / 'int8'} (onnx int8) ..." in captured.err  # the status line
+    size = (tmp_path / "int8" / "model.onnx").stat().st_size
+    assert main(["export-reader", "--reader", str(student_dir), "--output", str(tmp_path / "int8"), "--int8"]) == 2
+    assert "already exists; pass --overwrite" in capsys.readouterr().err
+    assert main(["export-reader", "--reader", str(student_dir), "--output", str(tmp_path / "int8"),
+                 "--format", "transformers", "--overwrite", "--quiet"]) == 0  # an earlier export is replaced
+    assert not (tmp_path / "int8" / "model.onnx").exists() and size > 0
+    assert (tmp_path / "int8" / "config.json").is_file()
+    assert [p.name for p in tmp_path.iterdir()] == ["int8"]  # no temporary folder left

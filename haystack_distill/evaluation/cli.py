@@ -14,7 +14,16 @@ import argparse
 from typing import Any, Dict, List
 
 from ..cli import positive_int
-from ..cli_options import add_device, add_json, add_output, add_overwrite, add_quiet, print_result, status
+from ..cli_options import (
+    add_device,
+    add_json,
+    add_output,
+    add_overwrite,
+    add_quiet,
+    add_reader_windows,
+    print_result,
+    status,
+)
 
 
 def reader_paths(specs: List[str]) -> Dict[str, str]:
@@ -82,9 +91,7 @@ def register(subparsers: Any) -> None:
                    help="time the repeats on only the first N questions, after one scoring pass (default: time "
                         "the scoring runs)")
     p.add_argument("--batch-size", type=positive_int, default=64, help="questions per predict_batch call")
-    p.add_argument("--max-seq-len", type=positive_int, default=256, help="tokens per window")
-    p.add_argument("--doc-stride", type=positive_int, default=128, help="overlap of a long context's windows")
-    p.add_argument("--max-query-length", type=positive_int, default=64, help="question tokens kept")
+    add_reader_windows(p)
     add_device(p, default="cpu", old_switches=True,
                help="where the readers run (cpu keeps speeds comparable across machines): auto (a GPU when there is "
                     "one), cpu, cuda, cuda:N or mps")

@@ -13,6 +13,7 @@ from ..cli_options import (
     add_output,
     add_overwrite,
     add_quiet,
+    add_reader_windows,
     print_result,
     status,
 )
@@ -93,11 +94,7 @@ def add_reader_data(p: Any, output_help: str) -> None:
 
 def add_reader_run(p: Any) -> None:
     """--max-seq-len, --doc-stride, --max-query-length, --seed, --device (old: --cpu), --quiet, --json."""
-    from ..cli import positive_int
-
-    p.add_argument("--max-seq-len", type=positive_int, default=256, help="tokens per feature")
-    p.add_argument("--doc-stride", type=positive_int, default=128, help="overlap of a long context's windows")
-    p.add_argument("--max-query-length", type=positive_int, default=64, help="question tokens kept")
+    add_reader_windows(p)
     p.add_argument("--seed", type=int, default=42, help="training seed")
     add_device(p, old_switches=True)
     add_quiet(p)
