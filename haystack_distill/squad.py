@@ -69,7 +69,8 @@ def _paragraph_problems(para: Any, where: str) -> Tuple[List[str], List[str], in
         answerable += bool(answers) and not qa.get("is_impossible", False)
         for ans in answers:
             start, text = ans.get("answer_start"), ans.get("text")
-            if not isinstance(start, int) or not isinstance(text, str) or context[start : start + len(text)] != text:
+            valid = type(start) is int and start >= 0 and isinstance(text, str) and text.strip() != ""
+            if not valid or context[start : start + len(text)] != text:
                 bad_ids.append(str(qa.get("id", f"{where}/?")))
                 break
     return [], bad_ids, len(para["qas"]), answerable
@@ -92,8 +93,9 @@ def validate_squad_file(path: PathLike, allow_empty: bool = False) -> SquadStats
         raise SquadFormatError(f"{path} is malformed: {'; '.join(problems[:3])} ({len(problems)} problems).")
     if bad_ids:
         raise SquadFormatError(
-            f"{path}: {len(bad_ids)} questions have an answer_start that does not point at the answer text, "
-            f"first ids {bad_ids[:5]}; fix the offsets (context[answer_start:answer_start+len(text)] == text)."
+            f"{path}: {len(bad_ids)} questions have an answer whose answer_start is not a non-negative integer "
+            f"pointing at its non-empty text, first ids {bad_ids[:5]}; fix the answers "
+            "(context[answer_start:answer_start+len(text)] == text)."
         )
     if n_q == 0 and not allow_empty:
         raise SquadFormatError(f"{path} holds no questions; a training set needs at least one.")

@@ -268,3 +268,25 @@ def test_cli_distil_reader_takes_unlabeled_questions(tiny_models, data, tmp_path
     metrics = json.loads(capsys.readouterr().out)
     assert metrics["unlabeled_features"] > 0
     assert json.loads((out / "distillation.json").read_text())["pseudo_label_threshold"] == "0.5"
+
+
+@pytest.mark.parametrize("answer", [{"text": "Paris", "answer_start": True}, {"text": "", "answer_start": 0},
+                                    {"text": "Paris", "answer_start": -6}, {"text": " ", "answer_start": 5}])
+def test_answers_that_would_become_wrong_labels_are_refused(tmp_path, answer):
+    from haystack_distill.squad import validate_squad_file
+
+    context = "Paris is in France. Paris"
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps({"data": [{"paragraphs": [{"context": context, "qas": [
+        {"id": "q1", "question": "Where?", "answers": [answer]}]}]}]}))
+    with pytest.raises(SquadFormatError, match="q1"):
+        validate_squad_file(path)
+
+
+def test_evaluation_refuses_repeated_question_ids():
+    from haystack_distill.evaluation.reader import squad_questions
+
+    para = {"context": "Paris is in France.", "qas": [{"id": "a", "question": "Where?", "answers": []}] * 2}
+    with pytest.raises(ValueError, match="1 question ids occur more than once.*'a'"):
+        squad_questions([para])
+    assert len(squad_questions([{**para, "qas": para["qas"][:1]}], max_questions=5)) == 1

@@ -15,6 +15,7 @@ import contextlib
 import contextvars
 import logging
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any, Callable, ContextManager, Dict, Iterator, List, Mapping, Optional, Sequence, Union
 
@@ -39,14 +40,19 @@ def evaluation_progress(enabled: bool = True) -> Iterator[None]:
 
 
 def squad_questions(paragraphs: Sequence[Dict[str, Any]], max_questions: Optional[int] = None) -> List[tuple]:
-    """Flatten paragraphs into ``(id, question, context, gold answers)`` tuples, in file order."""
-    rows = []
-    for para in paragraphs:
-        for qa in para["qas"]:
-            rows.append((str(qa["id"]), qa["question"], para["context"], [a["text"] for a in qa.get("answers", [])]))
-            if max_questions is not None and len(rows) >= max_questions:
-                return rows
-    return rows
+    """Flatten paragraphs into ``(id, question, context, gold answers)`` tuples, in file order.
+
+    Predictions are matched to gold answers by id, so repeated ids are refused (naming the first few) instead of
+    silently scoring one question per id.
+    """
+    rows = [(str(qa["id"]), qa["question"], para["context"], [a["text"] for a in qa.get("answers", [])])
+            for para in paragraphs for qa in para["qas"]]
+    counts = Counter(qid for qid, *_ in rows)
+    repeated = [qid for qid, n in counts.items() if n > 1]
+    if repeated:
+        raise ValueError(f"{len(repeated)} question ids occur more than once (first: {repeated[:3]}); EM/F1 match "
+                         "predictions to answers by id, so give every question its own id.")
+    return rows if max_questions is None else rows[:max_questions]
 
 
 def predict_answers(reader: Any, questions: Sequence[tuple], batch_size: int = 64) -> Dict[str, str]:
