@@ -278,6 +278,10 @@ def run_command(args: argparse.Namespace) -> int:
     from .safety import DivergenceError
 
     try:
+        if all(hasattr(args, name) for name in ("max_seq_len", "doc_stride", "max_query_length")):
+            from .reader.data import check_windows
+
+            check_windows(args.max_seq_len, args.doc_stride, args.max_query_length)
         return int(args.func(args) or 0)
     except (DivergenceError, *USER_ERRORS) as err:
         if args.verbose or getattr(args, "debug", False):

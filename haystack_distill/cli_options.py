@@ -203,7 +203,9 @@ def format_table(result: Any) -> str:
 def print_result(result: Any, as_json: bool, table: Optional[str] = None) -> None:
     """Print ``result`` as JSON (``as_json``) or as a table (``table`` if given, else :func:`format_table`)."""
     if as_json:
-        print(json.dumps(result, indent=2, default=str))
+        from .io import strict_json
+
+        print(json.dumps(strict_json(result), indent=2, default=str, allow_nan=False))
     else:
         print(table if table is not None else format_table(result))
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import logging
 import sys
 import warnings
@@ -29,6 +28,7 @@ from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional
 
 from .cli_options import add_json, add_output, add_quiet, print_result
+from .io import atomic_write_json
 
 READER_KW = dict(use_gpu=False, max_seq_len=56, doc_stride=16, max_query_length=16, progress_bar=False,
                  num_processes=0)
@@ -231,8 +231,8 @@ def run_demo(output_dir: Path, cfg: Optional[DemoConfig] = None) -> Dict[str, An
     say(format_table(rows))
     say(f"KD gain: {rows[2]['f1'] - rows[1]['f1']:+.1f} F1 for the student (seed {cfg.seed}). "
         f"Models and results.json: {output_dir}")
-    (output_dir / "results.json").write_text(json.dumps(rows, indent=2))
-    (output_dir / "setup.json").write_text(json.dumps(setup, indent=2))
+    atomic_write_json(output_dir / "results.json", rows)
+    atomic_write_json(output_dir / "setup.json", setup)
     return {"rows": rows, "setup": setup}
 
 

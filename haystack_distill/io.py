@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -69,9 +70,26 @@ def atomic_write_text(path: PathLike, text: str, encoding: str = "utf-8") -> Pat
     return Path(path)
 
 
+def strict_json(obj: Any) -> Any:
+    """``obj`` with every NaN or infinite float replaced by None, so strict JSON parsers read the file.
+
+    Example:
+        >>> strict_json({"loss": float("nan"), "f1": [1.5, float("inf")]})
+        {'loss': None, 'f1': [1.5, None]}
+    """
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {key: strict_json(value) for key, value in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [strict_json(value) for value in obj]
+    return obj
+
+
 def atomic_write_json(path: PathLike, obj: Any, indent: int = 2) -> Path:
-    """Serialise ``obj`` as JSON and write it atomically."""
-    return atomic_write_text(path, json.dumps(obj, indent=indent, ensure_ascii=False) + "\n")
+    """Serialise ``obj`` as strict JSON (non-finite numbers become null) and write it atomically."""
+    text = json.dumps(strict_json(obj), indent=indent, ensure_ascii=False, allow_nan=False)
+    return atomic_write_text(path, text + "\n")
 
 
 def ensure_new_output(path: PathLike, overwrite: bool = False, flag: str = "--overwrite") -> Path:

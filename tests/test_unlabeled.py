@@ -290,3 +290,25 @@ def test_evaluation_refuses_repeated_question_ids():
     with pytest.raises(ValueError, match="1 question ids occur more than once.*'a'"):
         squad_questions([para])
     assert len(squad_questions([{**para, "qas": para["qas"][:1]}], max_questions=5)) == 1
+
+
+def test_result_files_are_strict_json(tmp_path):
+    from haystack_distill.io import atomic_write_json
+
+    path = atomic_write_json(tmp_path / "r.json", {"loss": float("nan"), "rows": [{"f1": float("-inf")}, 2.5]})
+
+    def refuse(name):
+        raise ValueError(f"non-standard JSON constant {name}")
+
+    assert json.loads(path.read_text(), parse_constant=refuse) == {"loss": None, "rows": [{"f1": None}, 2.5]}
+
+
+def test_windows_with_gaps_are_refused_before_any_model_loads(monkeypatch, capsys):
+    from haystack_distill import cli
+    from haystack_distill.reader import DistillableFARMReader
+
+    monkeypatch.setattr(DistillableFARMReader, "__init__", lambda *a, **k: pytest.fail("a model was loaded"))
+    code = cli.main(["evaluate-reader", "--reader", "x", "--squad", "y.json", "--max-seq-len", "128"])
+    assert code == 2
+    assert "doc_stride=128 must be smaller than max_seq_len - max_query_length = 128 - 64 = 64" in \
+        capsys.readouterr().err

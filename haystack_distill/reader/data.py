@@ -35,9 +35,31 @@ class SequenceSettings:
     @classmethod
     def of(cls, reader: Any, max_seq_len: Optional[int], doc_stride: Optional[int],
            max_query_length: Optional[int]) -> SequenceSettings:
-        """Explicit values, else the reader's own (Haystack's rule)."""
-        return cls(max_seq_len or reader.max_seq_len, doc_stride or reader.doc_stride,
-                   max_query_length or reader.max_query_length)
+        """Explicit values, else the reader's own (Haystack's rule); checked by :func:`check_windows`."""
+        settings = cls(max_seq_len or reader.max_seq_len, doc_stride or reader.doc_stride,
+                       max_query_length or reader.max_query_length)
+        check_windows(settings.max_seq_len, settings.doc_stride, settings.max_query_length)
+        return settings
+
+
+def check_windows(max_seq_len: int, doc_stride: int, max_query_length: int) -> None:
+    """Haystack cuts contexts into windows only when ``doc_stride < max_seq_len - max_query_length`` (else it
+    fails with a bare AssertionError mid-run); raise a ValueError naming the values and a fix instead.
+
+    Example:
+        >>> check_windows(256, 128, 64)
+        >>> try:
+        ...     check_windows(128, 128, 64)
+        ... except ValueError as err:
+        ...     print(str(err)[:60])
+        doc_stride=128 must be smaller than max_seq_len - max_query_
+    """
+    room = max_seq_len - max_query_length
+    if doc_stride >= room:
+        raise ValueError(f"doc_stride={doc_stride} must be smaller than max_seq_len - max_query_length = "
+                         f"{max_seq_len} - {max_query_length} = {room}, or the windows of a long context leave gaps; "
+                         f"pass a doc_stride of at most {room - 1} (e.g. {max(1, room // 2)}), or a larger "
+                         "max_seq_len.")
 
 
 @dataclass(frozen=True)
