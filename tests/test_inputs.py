@@ -1,0 +1,52 @@
+"""Inputs that used to become silently wrong results or tracebacks: bad answers, repeated ids, NaN in result
+files, context windows with gaps."""
+
+import json
+
+import pytest
+
+from haystack_distill.squad import SquadFormatError
+
+
+@pytest.mark.parametrize("answer", [{"text": "Paris", "answer_start": True}, {"text": "", "answer_start": 0},
+                                    {"text": "Paris", "answer_start": -6}, {"text": " ", "answer_start": 5}])
+def test_answers_that_would_become_wrong_labels_are_refused(tmp_path, answer):
+    from haystack_distill.squad import validate_squad_file
+
+    context = "Paris is in France. Paris"
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps({"data": [{"paragraphs": [{"context": context, "qas": [
+        {"id": "q1", "question": "Where?", "answers": [answer]}]}]}]}))
+    with pytest.raises(SquadFormatError, match="q1"):
+        validate_squad_file(path)
+
+
+def test_evaluation_refuses_repeated_question_ids():
+    from haystack_distill.evaluation.reader import squad_questions
+
+    para = {"context": "Paris is in France.", "qas": [{"id": "a", "question": "Where?", "answers": []}] * 2}
+    with pytest.raises(ValueError, match="1 question ids occur more than once.*'a'"):
+        squad_questions([para])
+    assert len(squad_questions([{**para, "qas": para["qas"][:1]}], max_questions=5)) == 1
+
+
+def test_result_files_are_strict_json(tmp_path):
+    from haystack_distill.io import atomic_write_json
+
+    path = atomic_write_json(tmp_path / "r.json", {"loss": float("nan"), "rows": [{"f1": float("-inf")}, 2.5]})
+
+    def refuse(name):
+        raise ValueError(f"non-standard JSON constant {name}")
+
+    assert json.loads(path.read_text(), parse_constant=refuse) == {"loss": None, "rows": [{"f1": None}, 2.5]}
+
+
+def test_windows_with_gaps_are_refused_before_any_model_loads(monkeypatch, capsys):
+    from haystack_distill import cli
+    from haystack_distill.reader import DistillableFARMReader
+
+    monkeypatch.setattr(DistillableFARMReader, "__init__", lambda *a, **k: pytest.fail("a model was loaded"))
+    code = cli.main(["evaluate-reader", "--reader", "x", "--squad", "y.json", "--max-seq-len", "128"])
+    assert code == 2
+    assert "doc_stride=128 must be smaller than max_seq_len - max_query_length = 128 - 64 = 64" in \
+        capsys.readouterr().err
