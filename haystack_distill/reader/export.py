@@ -6,7 +6,8 @@
   of the weights): ``FARMReader(dir)`` and ``AutoModelForQuestionAnswering.from_pretrained(dir)`` both load it.
 - :func:`write_transformers_checkpoint`: ``config.json`` + ``model.safetensors`` (+ tokenizer) into a new folder.
 - :func:`export_reader`: a reader folder -> a new transformers or ONNX folder; ONNX folders (``--int8``: dynamic
-  int8 weights, embeddings included) run in onnxruntime directly and in ``FARMReader(dir)`` (Haystack's ONNX path).
+  int8 weights, embeddings included) run in ``FARMReader(dir)`` (Haystack's ONNX path) and in onnxruntime alone
+  through :class:`haystack_distill.reader.onnx_answer.OnnxReader` (Haystack's answers, no torch).
 - :func:`torch_int8_reader`: torch's dynamic int8 (``nn.Linear``) of a loaded reader, for speed comparisons.
 
 Example (with your own reader folder):
@@ -22,12 +23,13 @@ import logging
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Dict, Optional, Union
+from typing import Any, Dict, Union
 
 import torch
 
 from ..io import atomic_dir
 from ..model_card import write_model_card
+from .onnx_answer import onnx_session  # noqa: F401  (here before onnx_answer existed)
 
 logger = logging.getLogger(__name__)
 
@@ -236,19 +238,6 @@ def write_haystack_onnx_configs(reader: Any, directory: Path, opset: int, token_
               "language_model_class": "Bert" if token_types else "Roberta",
               "language": reader.inferencer.model.language_model.language}
     (directory / "onnx_model_config.json").write_text(json.dumps(config, indent=2) + "\n")
-
-
-def onnx_session(path: PathLike, threads: Optional[int] = None) -> Any:
-    """An onnxruntime CPU session for ``model.onnx`` (or a folder holding it); ``threads`` caps intra-op threads."""
-    import onnxruntime
-
-    path = Path(path)
-    options = onnxruntime.SessionOptions()
-    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
-    if threads:
-        options.intra_op_num_threads = threads
-    return onnxruntime.InferenceSession(str(path / ONNX_FILE if path.is_dir() else path), options,
-                                        providers=["CPUExecutionProvider"])
 
 
 def export_reader(reader: PathLike, output: PathLike, fmt: str = "onnx", int8: bool = False,
