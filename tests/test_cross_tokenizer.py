@@ -429,6 +429,7 @@ def test_aligned_teacher_outputs_are_cached(tiny_models, bpe_student_dir, squad_
 
 
 # -------------------------------------------------------------------------- the tiny pair, end to end
+@pytest.mark.slow  # trains two students for several epochs
 def test_bpe_student_learns_faster_with_aligned_kd_than_with_labels(bpe_student_dir, squad_dir, tmp_path):
     """A WordPiece teacher teaches a byte-level BPE student through offsets.
 
