@@ -254,7 +254,12 @@ def _copy_encoder_config(source: Path, folder: Path, student: nn.Module) -> None
     (folder / ST_ENCODER_CONFIG).write_text(json.dumps(settings, indent=2))
 
 
-def copy_sentence_modules(teacher: PathLike, modules: List[Dict[str, Any]], folder: Path, student: nn.Module,
+def _width(model: Any) -> int:
+    """The hidden size of a transformers model."""
+    return int(model.config.hidden_size)
+
+
+def copy_sentence_modules(teacher: PathLike, modules: List[Dict[str, Any]], folder: Path, student: Any,
                           teacher_width: int) -> bool:
     """Make ``folder`` (the saved student encoder) a sentence-transformers folder with the teacher's modules after
     the encoder, the pooling's width set to the student's; return False (and warn) when they do not fit it.
@@ -360,7 +365,7 @@ def distil_general(teacher: PathLike, texts: PathLike, output: PathLike,
         student.save_pretrained(str(tmp), safe_serialization=True)
         tokenizer.save_pretrained(str(tmp))
         sentence = modules is not None and copy_sentence_modules(teacher, modules, tmp, student,
-                                                                 teacher_model.config.hidden_size)
+                                                                 _width(teacher_model))
         scores = {"loss": result.loss, **loss.last_terms, "global_step": result.global_step,
                   "windows": len(data["input_ids"])}
         write_model_card(tmp, general_card(teacher, texts, output.name, config, {"keep": keep, "mapping": mapping},
