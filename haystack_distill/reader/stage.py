@@ -120,7 +120,7 @@ class ReaderStage:
                              **self.model_fields(),
                              "train_file": fingerprint_file(inputs.train),  # its content: an edited file differs
                              "n_features": len(data.features["input_ids"])}
-        if inputs.unlabeled is not None:  # absent otherwise, so earlier runs' checkpoints still resume
+        if inputs.unlabeled is not None:  # recorded only by runs that have unlabelled data
             config.run_fields.update(unlabeled_file=fingerprint_file(inputs.unlabeled), **data.counts())
         return config
 
