@@ -89,21 +89,16 @@ class StageData:
         return {"labeled_features": labeled, "unlabeled_features": len(self.features["labeled"]) - labeled}
 
 
-def data_path(data_dir: Optional[str], filename: Optional[str]) -> Optional[Path]:
-    """``data_dir / filename`` (or ``filename`` alone), validated as SQuAD; None when ``filename`` is None."""
+def data_path(data_dir: Optional[str], filename: Optional[str], unlabeled: bool = False) -> Optional[Path]:
+    """``data_dir / filename`` (or ``filename`` alone), validated as SQuAD (``unlabeled``: as questions whose
+    answers are ignored); None when ``filename`` is None."""
     if not filename:
         return None
     path = Path(data_dir) / filename if data_dir else Path(filename)
-    validate_squad_file(path)
-    return path
-
-
-def unlabeled_path(data_dir: Optional[str], filename: Optional[str]) -> Optional[Path]:
-    """``data_dir / filename`` of the unlabelled transfer file, checked as SQuAD questions (answers ignored)."""
-    if not filename:
-        return None
-    path = Path(data_dir) / filename if data_dir else Path(filename)
-    unlabeled_paragraphs(path)
+    if unlabeled:
+        unlabeled_paragraphs(path)
+    else:
+        validate_squad_file(path)
     return path
 
 

@@ -20,7 +20,7 @@ from ..teacher_cache import fingerprint_file, fingerprint_module
 from ..tokenizers import check_tokenizer_compatibility, check_vocab_fits
 from ..training import TrainConfig, TrainResult, config_fields, ensure_distributed, train, world
 from .config import ReaderStageConfig
-from .data import SequenceSettings, StageData, StageInputs, batching, data_path, training_data, unlabeled_path
+from .data import SequenceSettings, StageData, StageInputs, batching, data_path, training_data
 from .output import check_save_dir, default_save_dir, finish, make_eval_fn, run_sources
 from .targets import UNUSED_WEIGHTS, teacher_fingerprint
 
@@ -35,7 +35,7 @@ def stage_inputs(student: Any, teacher: Optional[Any], config: ReaderStageConfig
     dev, test = data_path(config.data_dir, config.dev_filename), data_path(config.data_dir, config.test_filename)
     save = check_save_dir(Path(config.save_dir) if config.save_dir else default_save_dir(student, save_suffix),
                           [r for r in (teacher, student) if r is not None])
-    unlabeled = unlabeled_path(config.data_dir, config.unlabeled_filename)
+    unlabeled = data_path(config.data_dir, config.unlabeled_filename, unlabeled=True)
     settings = SequenceSettings.of(student, config.max_seq_len, config.doc_stride, config.max_query_length)
     return StageInputs(train_path, dev, test, save, settings, unlabeled)
 
