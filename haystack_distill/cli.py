@@ -153,6 +153,8 @@ def load_config(path: str) -> Dict[str, Any]:
         except ImportError as err:
             raise ImportError(f"--config {path}: reading YAML needs PyYAML (pip install pyyaml); or write the "
                               "file as JSON.") from err
+        if any(isinstance(token, yaml.AliasToken) for token in yaml.scan(text)):  # nested aliases can expand to GBs
+            raise ValueError(f"--config {path}: YAML aliases (*name) are not supported; write the values out.")
         try:
             data = yaml.safe_load(text)
         except yaml.YAMLError as err:

@@ -50,3 +50,14 @@ def test_windows_with_gaps_are_refused_before_any_model_loads(monkeypatch, capsy
     assert code == 2
     assert "doc_stride=128 must be smaller than max_seq_len - max_query_length = 128 - 64 = 64" in \
         capsys.readouterr().err
+
+
+def test_a_yaml_config_with_aliases_is_refused_before_it_expands(tmp_path, capsys):
+    from haystack_distill.cli import main
+
+    bomb = tmp_path / "bomb.yaml"
+    lines = ["a: &a [x, x, x, x, x, x, x, x, x]"] + [f"{c}: &{c} [*{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}]"
+                                                   for p, c in zip("abcdefgh", "bcdefghi")]
+    bomb.write_text("\n".join(lines) + "\n")
+    assert main(["make-transfer", "--config", str(bomb)]) == 2
+    assert "YAML aliases (*name) are not supported" in capsys.readouterr().err
