@@ -61,3 +61,27 @@ def test_a_yaml_config_with_aliases_is_refused_before_it_expands(tmp_path, capsy
     bomb.write_text("\n".join(lines) + "\n")
     assert main(["make-transfer", "--config", str(bomb)]) == 2
     assert "YAML aliases (*name) are not supported" in capsys.readouterr().err
+
+
+def test_a_damaged_features_cache_is_recomputed_not_reused(tiny_models, tiny_squad, tmp_path, caplog):
+    import logging
+
+    import torch
+
+    from haystack_distill.reader import DistillableFARMReader, data
+
+    reader = DistillableFARMReader(str(tiny_models["student"]), use_gpu=False, max_seq_len=96, doc_stride=32,
+                                   max_query_length=24, num_processes=0, progress_bar=False)
+    proc = data.build_processor(reader, 96, 32, 24)
+    paragraphs = data.read_paragraphs(tiny_squad / "train.json")
+    fresh = data.cached_features(proc, paragraphs, True, tmp_path)
+    (stored,) = (tmp_path / "features").glob("*.safetensors")
+    raw = bytearray(stored.read_bytes())
+    raw[-10] ^= 0xFF  # a flipped byte in the tensor data: still a readable file, with other values
+    stored.write_bytes(bytes(raw))
+    with caplog.at_level(logging.WARNING):
+        again = data.cached_features(proc, paragraphs, True, tmp_path)
+    assert "is damaged or unverified" in caplog.text
+    assert all(torch.equal(fresh[k], again[k]) for k in fresh)
+    stored.write_bytes(stored.read_bytes()[:100])  # truncated: recomputed too, no SafetensorError
+    assert all(torch.equal(fresh[k], v) for k, v in data.cached_features(proc, paragraphs, True, tmp_path).items())

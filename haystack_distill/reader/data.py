@@ -163,27 +163,32 @@ def featurize(processor: Any, paragraphs: List[Dict[str, Any]], chunk: int = 256
 def cached_features(processor: Any, paragraphs: List[Dict[str, Any]], caching: bool, cache_path: Path,
                     ) -> Dict[str, Tensor]:
     """:func:`featurize`, stored as safetensors under ``cache_path/features`` when ``caching`` (keyed by the
-    tokenizer, sequence settings and the paragraphs themselves)."""
+    tokenizer, sequence settings and the paragraphs themselves); a stored file is reused only if it matches the
+    checksum written beside it, else the features are computed again (with a warning)."""
     if not caching:
         return featurize(processor, paragraphs)
     from safetensors.torch import load_file, save_file
 
-    from ..io import usual_permissions
-    from ..teacher_cache import cache_key
+    from ..io import atomic_write_text, usual_permissions
+    from ..teacher_cache import cache_key, fingerprint_file
 
     key = {"tokenizer": tokenizer_fingerprint(processor.tokenizer), "max_seq_len": processor.max_seq_len,
            "doc_stride": processor.doc_stride, "max_query_length": processor.max_query_length,
            "data": hashlib.sha256(json.dumps(paragraphs, sort_keys=True).encode()).hexdigest()}
     path = Path(cache_path) / "features" / f"{cache_key(key)}.safetensors"
+    checksum = path.with_suffix(".checksum")  # the file's fingerprint, written after it
     if path.is_file():
-        logger.info("reusing tokenized features from %s", path)
-        return load_file(str(path))
+        if checksum.is_file() and checksum.read_text().strip() == fingerprint_file(path):
+            logger.info("reusing tokenized features from %s", path)
+            return load_file(str(path))
+        logger.warning("the tokenized-features cache %s is damaged or unverified; tokenizing again", path)
     features = featurize(processor, paragraphs)
     if is_main_process():
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
         save_file({k: v.contiguous() for k, v in features.items()}, str(tmp))
         usual_permissions(tmp).replace(path)  # save_file writes 0600
+        atomic_write_text(checksum, fingerprint_file(path))
     return features
 
 
