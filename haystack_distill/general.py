@@ -102,10 +102,21 @@ class GeneralDistillationConfig:
 def read_texts(path: PathLike, min_words: int = 8) -> List[str]:
     """Lines of a plain-text file with at least ``min_words`` words; WikiText ``= Heading =`` lines dropped."""
     path = Path(path)
+    if path.is_dir() or (path.exists() and not path.is_file()):
+        raise ValueError(f"texts {path} is a folder or a special file, not a plain-text file; pass one file, one "
+                         "paragraph per line.")
     if not path.is_file():
         raise FileNotFoundError(f"texts file {path} not found; pass a plain-text file, one paragraph per line "
                                 "(e.g. ../shared/data/wikitext-2/wiki.valid.tokens.txt).")
-    lines = [line.strip() for line in path.read_text(encoding="utf-8", errors="replace").splitlines()]
+    raw = path.read_bytes()
+    if b"\0" in raw[:65536]:
+        raise ValueError(f"texts file {path} holds NUL bytes: it is a binary file, not text.")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"texts file {path} is not UTF-8 (byte {err.start}); convert it first, e.g. "
+                         f"iconv -f latin1 -t utf-8 {path.name} > {path.stem}.utf8.txt") from err
+    lines = [line.strip() for line in text.splitlines()]
     return [line for line in lines if len(line.split()) >= min_words and not line.startswith("=")]
 
 

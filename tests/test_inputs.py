@@ -85,3 +85,17 @@ def test_a_damaged_features_cache_is_recomputed_not_reused(tiny_models, tiny_squ
     assert all(torch.equal(fresh[k], again[k]) for k in fresh)
     stored.write_bytes(stored.read_bytes()[:100])  # truncated: recomputed too, no SafetensorError
     assert all(torch.equal(fresh[k], v) for k, v in data.cached_features(proc, paragraphs, True, tmp_path).items())
+
+
+@pytest.mark.parametrize("content, match", [(b"\x7fELF\x02\x01\x01\x00" * 40, "binary"),
+                                             ("caf\u00e9 au lait is served hot every single day\n".encode("latin-1"),
+                                              "not UTF-8")])
+def test_general_distillation_refuses_text_that_is_not_text(tmp_path, content, match):
+    from haystack_distill.general import read_texts
+
+    path = tmp_path / "texts.txt"
+    path.write_bytes(content)
+    with pytest.raises(ValueError, match=match):
+        read_texts(path)
+    with pytest.raises(ValueError, match="is a folder"):
+        read_texts(tmp_path)
