@@ -263,8 +263,9 @@ def test_cli_distil_reader_takes_unlabeled_questions(tiny_models, data, tmp_path
                  str(tiny_models["student_same_width"]), "--data-dir", str(data), "--train-filename", "train.json",
                  "--unlabeled-filename", "pool.json", "--pseudo-labels", "--output", str(out), "--epochs", "1",
                  "--batch-size", "8", "--max-seq-len", "96", "--doc-stride", "32", "--max-query-length", "24",
-                 "--device", "cpu", "--json"])
+                 "--device", "cpu", "--json", "--checkpoint-dir", str(tmp_path / "ck"), "--checkpoint-every", "1"])
     assert code == 0
     metrics = json.loads(capsys.readouterr().out)
     assert metrics["unlabeled_features"] > 0
     assert json.loads((out / "distillation.json").read_text())["pseudo_label_threshold"] == "0.5"
+    assert list((tmp_path / "ck" / "prediction_layer").glob("step-*"))

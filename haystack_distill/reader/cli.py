@@ -4,6 +4,7 @@ flags, input checks and model loading that distil-tinybert shares with distil-re
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any, Dict, Sequence, Tuple
 
 from ..cli_options import (
@@ -131,7 +132,8 @@ def prediction_kwargs(args: argparse.Namespace) -> Dict[str, Any]:
                 batch_size=args.batch_size, n_epochs=args.epochs, learning_rate=args.learning_rate,
                 save_dir=args.output, distillation_loss=args.loss, distillation_loss_weight=args.weight,
                 temperature=args.temperature, caching=args.caching, seed=args.seed, resume=args.resume,
-                checkpoint_every=args.checkpoint_every, teacher_top_k=args.teacher_top_k,
+                checkpoint_every=args.checkpoint_every, checkpoint_root_dir=Path(args.checkpoint_dir),
+                teacher_top_k=args.teacher_top_k,
                 hard_loss_padding=args.hard_loss_padding, unlabeled_filename=args.unlabeled_filename,
                 pseudo_labels=args.pseudo_labels, pseudo_label_threshold=args.pseudo_label_threshold,
                 show_progress=not args.quiet, **reader_device_kwargs(args.device))
@@ -164,6 +166,8 @@ def _register_distil_reader(subparsers: Any) -> None:
     p.add_argument("--caching", action="store_true", help="keep teacher logits on disk for later runs")
     p.add_argument("--teacher-top-k", type=int, help="cache only the teacher's k most likely start/end positions")
     add_hard_loss_padding(p)
+    p.add_argument("--checkpoint-dir", default="model_checkpoints",
+                   help="checkpoints go to its prediction_layer sub-folder; one folder per run")
     p.add_argument("--checkpoint-every", type=int, help="steps between checkpoints (none if unset)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run from its newest checkpoint")
     add_unlabeled(p)

@@ -145,8 +145,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--temperature", type=positive_float, default=STAGE2["temperature"],
                    help="KD temperature of both stages")
     p.add_argument("--caching", action="store_true", help="keep the teacher's logits on disk for later runs")
-    p.add_argument("--checkpoint-root-dir", default="model_checkpoints",
-                   help="checkpoints go to its intermediate_layers / prediction_layer sub-folders")
+    p.add_argument("--checkpoint-dir", "--checkpoint-root-dir", dest="checkpoint_root_dir", default="model_checkpoints",
+                   help="checkpoints go to its intermediate_layers / prediction_layer sub-folders; one per run")
     p.add_argument("--checkpoint-every", type=positive_int, help="steps between checkpoints (default: none)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run from its newest checkpoints")
     add_reader_run(p)
