@@ -173,14 +173,10 @@ def test_teacher_cache_key_follows_the_unlabeled_file(pair, data, tmp_path):
     assert rows[0] > 0 and rows[1] == 0 and rows[2] > 0
 
 
-def test_resume_with_unlabeled_data_is_exact(pair, data, tmp_path, monkeypatch):
+def _killed_at_fourth_step(monkeypatch, student, teacher, data, **kw):
+    """Run a distillation on train.json that is killed (KeyboardInterrupt) at its fourth loss call."""
     from haystack_distill.reader.prediction import PredictionLayerLoss
 
-    teacher, make_student = pair
-    kw = dict(unlabeled_filename="pool.json", checkpoint_every=2, distillation_loss_weight=0.5, **FAST)
-    reference = make_student()
-    reference.distil_prediction_layer_from(teacher, str(data), "train.json", save_dir=str(tmp_path / "a"),
-                                           checkpoint_root_dir=tmp_path / "ca", **kw)
     real_call, calls = PredictionLayerLoss.__call__, {"n": 0}
 
     def dying(self, batch):
@@ -189,11 +185,21 @@ def test_resume_with_unlabeled_data_is_exact(pair, data, tmp_path, monkeypatch):
             raise KeyboardInterrupt("simulated kill")
         return real_call(self, batch)
 
-    monkeypatch.setattr(PredictionLayerLoss, "__call__", dying)
-    with pytest.raises(KeyboardInterrupt):
-        make_student().distil_prediction_layer_from(teacher, str(data), "train.json", save_dir=str(tmp_path / "b"),
-                                                    checkpoint_root_dir=tmp_path / "cb", **kw)
-    monkeypatch.setattr(PredictionLayerLoss, "__call__", real_call)
+    with monkeypatch.context() as patch:
+        patch.setattr(PredictionLayerLoss, "__call__", dying)
+        with pytest.raises(KeyboardInterrupt):
+            student.distil_prediction_layer_from(teacher, str(data), "train.json", **kw)
+
+
+def test_resume_with_unlabeled_data_is_exact(pair, data, tmp_path, monkeypatch):
+
+    teacher, make_student = pair
+    kw = dict(unlabeled_filename="pool.json", checkpoint_every=2, distillation_loss_weight=0.5, **FAST)
+    reference = make_student()
+    reference.distil_prediction_layer_from(teacher, str(data), "train.json", save_dir=str(tmp_path / "a"),
+                                           checkpoint_root_dir=tmp_path / "ca", **kw)
+    _killed_at_fourth_step(monkeypatch, make_student(), teacher, data, save_dir=str(tmp_path / "b"),
+                           checkpoint_root_dir=tmp_path / "cb", **kw)
     resumed = make_student()
     resumed.distil_prediction_layer_from(teacher, str(data), "train.json", save_dir=str(tmp_path / "b"),
                                          checkpoint_root_dir=tmp_path / "cb", resume=True, **kw)
@@ -204,23 +210,11 @@ def test_resume_with_unlabeled_data_is_exact(pair, data, tmp_path, monkeypatch):
 
 
 def test_resume_refuses_another_unlabeled_file(pair, data, tmp_path, monkeypatch):
-    from haystack_distill.reader.prediction import PredictionLayerLoss
 
     teacher, make_student = pair
     kw = dict(checkpoint_every=2, distillation_loss_weight=0.5, checkpoint_root_dir=tmp_path / "ck", **FAST)
-    real_call, calls = PredictionLayerLoss.__call__, {"n": 0}
-
-    def dying(self, batch):
-        calls["n"] += 1
-        if calls["n"] == 4:
-            raise KeyboardInterrupt("simulated kill")
-        return real_call(self, batch)
-
-    monkeypatch.setattr(PredictionLayerLoss, "__call__", dying)
-    with pytest.raises(KeyboardInterrupt):
-        make_student().distil_prediction_layer_from(teacher, str(data), "train.json", save_dir=str(tmp_path / "b"),
-                                                    unlabeled_filename="pool.json", **kw)
-    monkeypatch.setattr(PredictionLayerLoss, "__call__", real_call)
+    _killed_at_fourth_step(monkeypatch, make_student(), teacher, data, save_dir=str(tmp_path / "b"),
+                           unlabeled_filename="pool.json", **kw)
     with pytest.raises(Exception, match="unlabeled_file"):
         make_student().distil_prediction_layer_from(teacher, str(data), "train.json", save_dir=str(tmp_path / "b"),
                                                     unlabeled_filename="pool2.json", resume=True, **kw)
