@@ -33,6 +33,7 @@ import torch
 from torch import Tensor, nn
 
 from .attention import AttentionScores
+from .io import decode_utf8
 from .layers import count_layers, keep_layers, resolve_layer_mapping, spread_layer_indices
 from .losses import attention_score_mse, hidden_projections, layerwise_hidden_mse
 from .teacher_cache import fingerprint_file
@@ -111,12 +112,7 @@ def read_texts(path: PathLike, min_words: int = 8) -> List[str]:
     raw = path.read_bytes()
     if b"\0" in raw[:65536]:
         raise ValueError(f"texts file {path} holds NUL bytes: it is a binary file, not text.")
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as err:
-        raise ValueError(f"texts file {path} is not UTF-8 (byte {err.start}); convert it first, e.g. "
-                         f"iconv -f latin1 -t utf-8 {path.name} > {path.stem}.utf8.txt") from err
-    lines = [line.strip() for line in text.splitlines()]
+    lines = [line.strip() for line in decode_utf8(raw, f"texts file {path}").splitlines()]
     return [line for line in lines if len(line.split()) >= min_words and not line.startswith("=")]
 
 

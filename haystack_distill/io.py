@@ -70,6 +70,21 @@ def atomic_write_text(path: PathLike, text: str, encoding: str = "utf-8") -> Pat
     return Path(path)
 
 
+def decode_utf8(raw: bytes, what: str) -> str:
+    """``raw`` as UTF-8 text; a ``ValueError`` naming ``what`` (e.g. ``"--questions q.txt"``), the first bad byte
+    and a fix otherwise.
+
+    Example:
+        >>> decode_utf8("café".encode(), "f.txt")
+        'café'
+    """
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{what} is not UTF-8 text (byte {err.start}); convert it, e.g. iconv -f latin1 -t utf-8."
+                         ) from err
+
+
 def strict_json(obj: Any) -> Any:
     """``obj`` with every NaN or infinite float replaced by None, so strict JSON parsers read the file.
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Tuple, Union
 
-from ..io import atomic_write_json, ensure_new_output
+from ..io import atomic_write_json, decode_utf8, ensure_new_output
 
 logger = logging.getLogger(__name__)
 PathLike = Union[str, Path]
@@ -41,11 +41,7 @@ def read_utf8(path: Path, what: str) -> str:
     """The file's text; ``ValueError`` naming the file when it is not UTF-8 (or does not exist)."""
     if not path.is_file():
         raise FileNotFoundError(f"{what} {path}: no such file.")
-    try:
-        return path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as err:
-        raise ValueError(f"{what} {path} is not UTF-8 text (byte {err.start}); convert it, e.g. "
-                         f"iconv -f latin1 -t utf-8.") from err
+    return decode_utf8(path.read_bytes(), f"{what} {path}")
 
 
 def unique_texts(texts: List[str], what: str) -> List[str]:
