@@ -13,9 +13,9 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import torch
 from torch import Tensor
 
+from ..distributed import is_main_process
 from ..squad import iter_paragraphs, load_squad, unlabeled_paragraphs, validate_squad_file
 from ..tokenizers import tokenizer_fingerprint
-from ..training import is_main_process
 
 logger = logging.getLogger(__name__)
 

@@ -28,9 +28,9 @@ import torch
 from torch import Tensor, nn
 
 from ..attention import AttentionScores
+from ..distributed import is_main_process
 from ..layers import LayerMapping, count_layers, resolve_layer_mapping
 from ..losses import DistillationLoss, SpanKDLoss, get_loss, hidden_projections, layerwise_hidden_mse
-from ..training import is_main_process
 from .config import ATTENTION_LOSSES, IntermediateLayerConfig
 from .data import StageInputs, kd_valid_mask
 from .stage import Loss, ReaderStage, check_pair

@@ -6,10 +6,10 @@ import logging
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
+from ..distributed import is_main_process
 from ..io import atomic_dir, atomic_write_json
 from ..model_card import CardInfo, base_model_of, numbers, settings, write_model_card
 from ..safety import check_finite, check_output_dir, write_manifest
-from ..training import is_main_process
 from .data import StageData, StageInputs, read_paragraphs
 
 logger = logging.getLogger(__name__)

@@ -18,11 +18,11 @@ from typing import Any, Dict, Optional, Tuple
 import torch
 from torch import Tensor
 
+from ..distributed import world
 from ..losses import DistillationLoss, SpanKDLoss, combine_losses, span_cross_entropy
 from ..spans import best_spans
 from ..sparse_logits import decode_top_k, validate_top_k
 from ..teacher_cache import fingerprint_file
-from ..training import world
 from .config import PredictionLayerConfig
 from .data import StageData, StageInputs, batching, kd_valid_mask
 from .stage import Loss, ReaderStage, check_pair, check_reader_vocab

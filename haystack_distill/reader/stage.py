@@ -16,9 +16,10 @@ import torch
 from torch import nn
 
 from ..devices import resolve_device
+from ..distributed import ensure_distributed, world
 from ..teacher_cache import fingerprint_file, fingerprint_module
 from ..tokenizers import check_tokenizer_compatibility, check_vocab_fits
-from ..training import TrainConfig, TrainResult, config_fields, ensure_distributed, train, world
+from ..training import TrainConfig, TrainResult, config_fields, train
 from .config import ReaderStageConfig
 from .data import SequenceSettings, StageData, StageInputs, batching, data_path, training_data
 from .output import check_save_dir, default_save_dir, finish, make_eval_fn, run_sources

@@ -14,6 +14,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
+from ..distributed import is_main_process, world
 from ..teacher_cache import (
     cached_outputs,
     fingerprint_file,
@@ -25,7 +26,6 @@ from ..teacher_cache import (
     write_shard,
 )
 from ..tokenizers import tokenizer_fingerprint
-from ..training import is_main_process, world
 from .data import SequenceSettings, kd_valid_mask
 
 logger = logging.getLogger(__name__)
