@@ -1,357 +1,41 @@
-"""Hugging Face ``Trainer`` adapter for classification distillation, on the shared loss core.
-
-:class:`DistillationTrainer` trains a student ``*ForSequenceClassification`` or ``*ForTokenClassification``
-model with ``loss = alpha * CE(labels) + (1 - alpha) * KD(student, teacher)``, where the KD term is
-:func:`haystack_distill.losses.classification_kd_loss` (KL at temperature ``T``, times ``T**2``, by default).
-The teacher lives on the student's device, in eval mode, without gradients, and is never handed to the
-optimizer. Teacher logits can be computed once before training and cached on disk (fp16), keyed by the
-teacher's weights, the training data and the tokenizer, so a second run with the same inputs skips the
-teacher entirely.
-
-Everything that can be checked is checked when the trainer is built, before any training step: ``alpha``,
-``temperature``, the distillation loss, label counts and label maps, sequence- versus token-level heads and
-tokenizer compatibility (:func:`haystack_distill.tokenizers.check_tokenizer_compatibility`).
-
-Example:
-    >>> args = DistillationTrainingArguments(output_dir="out", alpha=0.5, temperature=2.0, report_to="none")
-    >>> (args.alpha, args.temperature, args.distillation_loss)
-    (0.5, 2.0, 'kl_div')
-    >>> DistillationTrainingArguments(output_dir="out", alpha=1.5)
-    Traceback (most recent call last):
-    ...
-    ValueError: alpha must be in [0, 1] (the weight of the hard-label cross-entropy), got 1.5.
-
-A full run (see ``tutorials/04_classification_kd.ipynb``)::
-
-    trainer = DistillationTrainer(
-        student, args, teacher_model=teacher, train_dataset=train, processing_class=tokenizer,
-        teacher_tokenizer=teacher_tokenizer,
-    )
-    trainer.train()
-"""
+"""The :class:`DistillationTrainer`: ``transformers.Trainer`` with the distillation loss, a frozen teacher on the
+student's device, non-finite guards on loss, gradients and saved weights, and optionally precomputed teacher
+logits (computed once, or loaded from the on-disk cache)."""
 
 from __future__ import annotations
 
-import hashlib
 import inspect
-import json
 import logging
-import math
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, Optional, Tuple, Union
 
 import numpy as np
 import torch
 from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset, IterableDataset, SequentialSampler
+from torch.utils.data import DataLoader, IterableDataset, SequentialSampler
 from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase, Trainer, TrainingArguments
 
-from haystack_distill.losses import BUILTIN_LOSSES, classification_kd_loss, logits_kd, validate_distillation_loss
+from haystack_distill.losses import classification_kd_loss, logits_kd, validate_distillation_loss
 from haystack_distill.safety import check_finite, check_finite_value, grad_norm
 from haystack_distill.teacher_cache import cache_key, cached_outputs, fingerprint_module
-from haystack_distill.tokenizers import TokenizerMismatchError, check_tokenizer_compatibility, tokenizer_fingerprint
+from haystack_distill.tokenizers import tokenizer_fingerprint
+
+from .arguments import DistillationTrainingArguments, check_alpha_temperature
+from .checks import (
+    _check_separate_models,
+    check_label_compatibility,
+    check_task_compatibility,
+    check_tokenizers,
+    classification_kind,
+)
+from .fingerprints import config_fingerprint, dataset_fingerprint, token_counts
+from .logit_cache import CACHE_FORMAT_VERSION, TEACHER_INDEX_KEY, TeacherLogitCache, _batch_rows, _with_index
 
 logger = logging.getLogger(__name__)
 
-#: Column added to the training set when teacher logits are precomputed: the example's row in the cache.
-TEACHER_INDEX_KEY = "distill_teacher_index"
 #: Hugging Face's label value for positions left out of the loss.
 IGNORE_INDEX = -100
-CACHE_FORMAT_VERSION = 1
-#: Columns whose values reach the teacher (and so key the logits cache).
-MODEL_INPUT_COLUMNS = ("input_ids", "attention_mask", "token_type_ids", "position_ids")
-_FP16_MAX = float(np.finfo(np.float16).max)
-_UNSUPPORTED_PROBLEMS = ("regression", "multi_label_classification")
-
-
-# --------------------------------------------------------------------------------------------------- arguments
-
-
-@dataclass
-class DistillationTrainingArguments(TrainingArguments):
-    """``TrainingArguments`` plus the distillation knobs; invalid values raise when the object is built.
-
-    Attributes:
-        alpha: weight of the hard-label cross-entropy; the KD term gets ``1 - alpha`` (in [0, 1]).
-        temperature: softening temperature ``T > 0``; the KD term is multiplied by ``T**2``.
-        distillation_loss: ``"kl_div"`` (default), ``"soft_ce"`` or ``"mse"`` (on raw logits). Pass a callable
-            to :class:`DistillationTrainer` (``distillation_loss=``) instead; arguments must stay picklable.
-        precompute_teacher_logits: run the teacher once over the training set before training and reuse
-            its logits every epoch (the training set must be map-style, i.e. have ``__len__``/``__getitem__``).
-        teacher_logits_cache_dir: folder for the precomputed logits (fp16 ``.npy``), one sub-folder per
-            teacher/data/tokenizer fingerprint; ``None`` keeps them in memory only.
-    """
-
-    alpha: float = field(default=0.5, metadata={"help": "Weight of the hard-label cross-entropy, in [0, 1]."})
-    temperature: float = field(default=2.0, metadata={"help": "KD softening temperature T > 0."})
-    distillation_loss: str = field(
-        default="kl_div", metadata={"help": f"KD loss: one of {', '.join(BUILTIN_LOSSES)}."}
-    )
-    precompute_teacher_logits: bool = field(
-        default=False, metadata={"help": "Compute teacher logits once before training and reuse them."}
-    )
-    teacher_logits_cache_dir: Optional[str] = field(
-        default=None, metadata={"help": "Where precomputed teacher logits are cached (None: memory only)."}
-    )
-
-    def __post_init__(self) -> None:
-        check_alpha_temperature(self.alpha, self.temperature)
-        if callable(self.distillation_loss):
-            raise TypeError(
-                "DistillationTrainingArguments.distillation_loss must be a name "
-                f"({', '.join(BUILTIN_LOSSES)}); pass a callable as DistillationTrainer(distillation_loss=...)."
-            )
-        validate_distillation_loss(self.distillation_loss)
-        super().__post_init__()
-
-
-def check_alpha_temperature(alpha: float, temperature: float) -> None:
-    """Raise ``ValueError`` unless ``0 <= alpha <= 1`` and ``temperature > 0`` (NaN fails both)."""
-    if not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"alpha must be in [0, 1] (the weight of the hard-label cross-entropy), got {alpha!r}.")
-    if not (temperature > 0 and math.isfinite(temperature)):
-        raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}; typical values are 1 to 5.")
-
-
-# ------------------------------------------------------------------------------------------- model checks
-
-
-def classification_kind(model: nn.Module) -> Optional[str]:
-    """``"sequence"``, ``"token"`` or ``None`` (unknown) from the model class name."""
-    name = type(model).__name__
-    if name.endswith("ForTokenClassification"):
-        return "token"
-    if name.endswith("ForSequenceClassification"):
-        return "sequence"
-    return None
-
-
-def _label_names(config: Any) -> Dict[int, str]:
-    return {int(k): str(v) for k, v in (getattr(config, "id2label", None) or {}).items()}
-
-
-def _is_default_label_map(names: Dict[int, str]) -> bool:
-    return all(name == f"LABEL_{i}" for i, name in names.items())
-
-
-def _check_problem_type(role: str, config: Any) -> None:
-    problem = getattr(config, "problem_type", None)
-    if problem in _UNSUPPORTED_PROBLEMS or getattr(config, "num_labels", 2) < 2:
-        raise ValueError(
-            f"the {role} is set up for problem_type={problem!r} with num_labels={config.num_labels}; "
-            "DistillationTrainer distils single-label classification (softmax over >= 2 classes)."
-        )
-
-
-def check_label_compatibility(teacher: nn.Module, student: nn.Module) -> None:
-    """Raise ``ValueError`` if teacher and student disagree on the number of labels or on their names.
-
-    Explicit label names that differ are an error (the message lists every differing id). If only one
-    side has names and the other has the generic ``LABEL_i`` defaults, a warning is logged instead.
-    """
-    t_cfg, s_cfg = getattr(teacher, "config", None), getattr(student, "config", None)
-    if t_cfg is None or s_cfg is None:
-        return
-    for role, cfg in (("teacher", t_cfg), ("student", s_cfg)):
-        _check_problem_type(role, cfg)
-    t_names, s_names = _label_names(t_cfg), _label_names(s_cfg)
-    if t_cfg.num_labels != s_cfg.num_labels:
-        raise ValueError(
-            f"teacher and student have different label counts: the teacher has {t_cfg.num_labels} labels "
-            f"{list(t_names.values())}, the student has {s_cfg.num_labels} labels {list(s_names.values())}. Fix: "
-            f"build the student with num_labels={t_cfg.num_labels}, id2label=teacher.config.id2label and "
-            "label2id=teacher.config.label2id."
-        )
-    diffs = [i for i in sorted(set(t_names) | set(s_names)) if t_names.get(i) != s_names.get(i)]
-    if not diffs:
-        return
-    if _is_default_label_map(t_names) or _is_default_label_map(s_names):
-        logger.warning(
-            "Only one of teacher/student names its labels (teacher %s, student %s); make sure both use the same "
-            "label ids.", t_names, s_names,
-        )
-        return
-    detail = "; ".join(f"id {i} is {t_names.get(i)!r} in the teacher but {s_names.get(i)!r} in the student"
-                       for i in diffs)
-    raise ValueError(
-        f"teacher and student label maps differ: {detail}. Fix: give the student the teacher's id2label/label2id "
-        "(and train it on labels encoded the same way)."
-    )
-
-
-def check_task_compatibility(teacher: nn.Module, student: nn.Module) -> None:
-    """Raise ``ValueError`` if one model classifies sequences and the other tokens."""
-    t_kind, s_kind = classification_kind(teacher), classification_kind(student)
-    if t_kind and s_kind and t_kind != s_kind:
-        raise ValueError(
-            f"the teacher ({type(teacher).__name__}) is a {t_kind} classifier but the student "
-            f"({type(student).__name__}) is a {s_kind} classifier; both need the same kind of head."
-        )
-
-
-def _check_separate_models(teacher: nn.Module, student: nn.Module) -> None:
-    if teacher is student:
-        raise ValueError("teacher_model is the student itself; pass a separate teacher (e.g. copy.deepcopy(model)).")
-    student_params = {id(p) for p in student.parameters()}
-    shared = [name for name, p in teacher.named_parameters() if id(p) in student_params]
-    if shared:
-        raise ValueError(
-            f"teacher and student share {len(shared)} parameter tensors (e.g. {shared[0]!r}); the teacher is frozen, "
-            "so this would freeze the student too. Build the student from a deep copy (haystack_distill.layers."
-            "keep_layers copies)."
-        )
-
-
-def _check_vocab_sizes(teacher: nn.Module, student: nn.Module) -> None:
-    t_vocab = getattr(getattr(teacher, "config", None), "vocab_size", None)
-    s_vocab = getattr(getattr(student, "config", None), "vocab_size", None)
-    if t_vocab is not None and s_vocab is not None and t_vocab != s_vocab:
-        raise TokenizerMismatchError(
-            f"teacher vocab_size {t_vocab} differs from student vocab_size {s_vocab}: the teacher would receive "
-            "the student's token ids, which it cannot read. Use a teacher and student that share a tokenizer; if the "
-            "embeddings were only resized, pass teacher_tokenizer= so the tokenizers themselves are compared."
-        )
-
-
-def check_tokenizers(
-    teacher: nn.Module, student: nn.Module, teacher_tokenizer: Any, student_tokenizer: Any
-) -> None:
-    """Compare the tokenizers when both are known, else fall back to the configs' ``vocab_size``."""
-    if teacher_tokenizer is None:
-        _check_vocab_sizes(teacher, student)
-        return
-    if not isinstance(student_tokenizer, PreTrainedTokenizerBase):
-        raise ValueError(
-            "teacher_tokenizer was given but the trainer has no student tokenizer to compare it with; pass the "
-            "student's tokenizer as processing_class= (or tokenizer=)."
-        )
-    check_tokenizer_compatibility(teacher_tokenizer, student_tokenizer)
-
-
-# --------------------------------------------------------------------------------------------- fingerprints
-
-
-def config_fingerprint(model: nn.Module) -> str:
-    """Hash of a model's class and config (paths and version stamps excluded)."""
-    config = getattr(model, "config", None)
-    cfg = config.to_dict() if config is not None and hasattr(config, "to_dict") else {}
-    cfg = {k: v for k, v in cfg.items() if not k.startswith("_") and k != "transformers_version"}
-    payload = json.dumps({"class": type(model).__name__, "config": cfg}, sort_keys=True, default=str)
-    return hashlib.sha256(payload.encode()).hexdigest()[:16]
-
-
-def _iter_rows(dataset: Any, columns: List[str]) -> Iterator[Dict[str, Any]]:
-    if hasattr(dataset, "select_columns"):  # datasets.Dataset: fast column access
-        yield from dataset.select_columns([c for c in columns if c in dataset.column_names])
-        return
-    for i in range(len(dataset)):
-        row = dataset[i]
-        yield {c: row[c] for c in columns if c in row}
-
-
-def _as_array(value: Any) -> np.ndarray:
-    return value.numpy() if isinstance(value, Tensor) else np.asarray(value)
-
-
-def dataset_fingerprint(dataset: Any, columns: Iterable[str] = MODEL_INPUT_COLUMNS) -> str:
-    """Hash of the given input columns of every row, in order (labels and text columns do not matter).
-
-    Example:
-        >>> rows = [{"input_ids": [1, 2], "label": 0}, {"input_ids": [3], "label": 1}]
-        >>> dataset_fingerprint(rows) == dataset_fingerprint(rows[::-1])
-        False
-    """
-    columns = sorted(columns)
-    digest = hashlib.sha256(str(len(dataset)).encode())
-    for row in _iter_rows(dataset, columns):
-        for col in columns:
-            if col in row:
-                array = _as_array(row[col])
-                digest.update(col.encode() + str(array.shape).encode())
-                digest.update(np.ascontiguousarray(array, dtype=np.int64).tobytes())
-        digest.update(b"|")
-    return digest.hexdigest()[:16]
-
-
-def token_counts(dataset: Any) -> np.ndarray:
-    """Attended tokens per row: ``sum(attention_mask)``, or ``len(input_ids)`` without a mask."""
-    counts = []
-    for row in _iter_rows(dataset, ["input_ids", "attention_mask"]):
-        mask = row.get("attention_mask")
-        counts.append(int(_as_array(mask).sum()) if mask is not None else len(_as_array(row["input_ids"])))
-    return np.asarray(counts, dtype=np.int64)
-
-
-# ------------------------------------------------------------------------------------------ teacher cache
-
-
-class TeacherLogitCache:
-    """Teacher logits for every training example: ``logits[offsets[i]:offsets[i + 1]]`` (fp16) is example ``i``.
-
-    Sequence classification stores one row per example; token classification one row per attended
-    token (``attention_mask == 1``), in order, so any right/left padding at training time lines up.
-    """
-
-    def __init__(self, logits: np.ndarray, offsets: np.ndarray, token_level: bool) -> None:
-        self.logits, self.offsets, self.token_level = logits, offsets, token_level
-
-    def __len__(self) -> int:
-        return len(self.offsets) - 1
-
-    def lookup(self, indices: Tensor, attention_mask: Optional[Tensor], shape: torch.Size, device: Any) -> Tensor:
-        """Teacher logits (fp32) laid out like a student batch of logits with ``shape``."""
-        idx = indices.detach().cpu().long().tolist()
-        if not self.token_level:
-            return torch.from_numpy(np.asarray(self.logits[idx], dtype=np.float32)).to(device)
-        valid = attention_mask.bool().cpu() if attention_mask is not None else torch.ones(shape[:2], dtype=torch.bool)
-        lengths = [int(self.offsets[i + 1] - self.offsets[i]) for i in idx]
-        found = valid.sum(dim=1).tolist()
-        if lengths != found:
-            bad = next(j for j, (a, b) in enumerate(zip(lengths, found)) if a != b)
-            raise RuntimeError(
-                f"cached teacher logits for training example {idx[bad]} cover {lengths[bad]} tokens but the batch has "
-                f"{found[bad]}: the training set, tokenizer or collator changed after caching; delete the cache or "
-                "pass the same data."
-            )
-        rows = np.concatenate([self.logits[self.offsets[i]:self.offsets[i + 1]] for i in idx]).astype(np.float32)
-        out = torch.zeros(shape, dtype=torch.float32)
-        out[valid] = torch.from_numpy(rows)
-        return out.to(device)
-
-
-def _batch_rows(logits: Tensor, attention_mask: Optional[Tensor]) -> np.ndarray:
-    """fp16 rows of a teacher batch: one per sequence, or one per attended token (in order)."""
-    logits = logits.detach().float().clamp(-_FP16_MAX, _FP16_MAX).cpu()
-    if logits.dim() == 3:
-        valid = attention_mask.bool().cpu() if attention_mask is not None else torch.ones(logits.shape[:2]).bool()
-        logits = logits[valid]
-    return logits.numpy().astype(np.float16)
-
-
-class _IndexedDataset(Dataset):
-    """Map-style dataset that adds each row's position under :data:`TEACHER_INDEX_KEY`."""
-
-    def __init__(self, base: Any) -> None:
-        self.base = base
-
-    def __len__(self) -> int:
-        return len(self.base)
-
-    def __getitem__(self, i: int) -> Dict[str, Any]:
-        return {**self.base[i], TEACHER_INDEX_KEY: i}
-
-
-def _with_index(dataset: Any) -> Any:
-    if hasattr(dataset, "add_column") and hasattr(dataset, "column_names"):  # datasets.Dataset
-        if TEACHER_INDEX_KEY in dataset.column_names:
-            dataset = dataset.remove_columns(TEACHER_INDEX_KEY)
-        return dataset.add_column(TEACHER_INDEX_KEY, list(range(len(dataset))))
-    return _IndexedDataset(dataset)
-
-
-# ------------------------------------------------------------------------------------------------ trainer
 
 
 class DistillationTrainer(Trainer):
