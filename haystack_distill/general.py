@@ -6,8 +6,10 @@ shallower or narrower encoder folder, and learns, on windows of ``max_seq_len`` 
 
     L = MSE(E_s, E_t) + sum_i [ MSE(H_s[i], H_t[map(i)]) + w_att * MSE(A_s[i], A_t[map(i)]) ]
 
-with ``map`` TinyBERT's uniform layer map, ``A`` the masked pre-softmax attention scores (weighted 0.01 by
-default: their MSE is about 80x the hidden states') and trained linear projections where the widths differ.
+(:class:`~haystack_distill.layer_match.LayerMatchLoss`) with ``map`` TinyBERT's uniform layer map, ``A`` the masked
+pre-softmax attention scores (``w_att`` the default attention weight,
+:data:`~haystack_distill.defaults.ATTENTION_WEIGHT`, unless set) and trained linear projections where the widths
+differ.
 The output is a transformers encoder folder (config, safetensors, tokenizer) that readers,
 :func:`~haystack_distill.reader.student_from_teacher` and the embedding side load as a student. When the teacher
 is a sentence-transformers folder (``modules.json``), the output is one too, with the teacher's modules after the
@@ -32,10 +34,10 @@ from typing import Any, Dict, List, Literal, Optional, Sequence, Union
 import torch
 from torch import Tensor, nn
 
-from .attention import AttentionScores
+from .defaults import ATTENTION_WEIGHT
 from .io import decode_utf8
+from .layer_match import LayerMatchLoss, LayerMatchWeights
 from .layers import count_layers, keep_layers, resolve_layer_mapping, spread_layer_indices
-from .losses import attention_score_mse, hidden_projections, layerwise_hidden_mse
 from .teacher_cache import fingerprint_file
 from .tokenizers import check_vocab_fits
 from .training import TrainConfig, config_fields, train
@@ -62,11 +64,8 @@ class GeneralDistillationConfig:
     learning_rate: float = 1e-4
     warmup_proportion: float = 0.1
     weight_decay: float = 0.01
-    hidden_weight: float = 1.0
-    # pre-softmax attention scores are large: at the start of GD of all-MiniLM-L6-v2 into 3 of its layers the
-    # attention MSE is 35-40 against 0.4-0.5 for the hidden states, so weight 1 would leave the hidden states
-    # almost untaught; 0.01 gives the two terms about equal say
-    attention_weight: float = 0.01
+    hidden_weight: float = 1.0  # of the embeddings and the hidden states
+    attention_weight: float = ATTENTION_WEIGHT  # of the attention scores' MSE (0: not computed)
     layer_mapping: Union[Literal["uniform", "last"], Dict[int, int]] = "uniform"
     seed: int = 42
     device: str = "cpu"
@@ -150,43 +149,20 @@ def text_windows(tokenizer: Any, texts: Sequence[str], max_seq_len: int,
             "token_type_ids": torch.zeros_like(input_ids)}
 
 
-class GeneralDistillationLoss(nn.Module):
-    """Embedding, hidden-state and attention-score MSE between two plain transformers encoders.
+def general_weights(hidden_weight: float = 1.0, attention_weight: float = ATTENTION_WEIGHT) -> LayerMatchWeights:
+    """General distillation's weights: ``hidden_weight`` for the embeddings and the hidden states alike,
+    ``attention_weight`` for the attention scores' MSE (0: not computed)."""
+    return LayerMatchWeights(embedding=hidden_weight, hidden=hidden_weight, attention=attention_weight,
+                             attention_loss="scores" if attention_weight else "none")
 
-    Owns only the projections (created when the widths differ); the teacher runs under ``no_grad``.
-    """
+
+class GeneralDistillationLoss(LayerMatchLoss):
+    """:class:`~haystack_distill.layer_match.LayerMatchLoss` with :func:`general_weights`, between two plain
+    transformers encoders."""
 
     def __init__(self, student: Any, teacher: Any, mapping: Dict[int, int], hidden_weight: float = 1.0,
-                 attention_weight: float = 1.0) -> None:
-        super().__init__()
-        self._models = [student, teacher]  # kept out of this module's parameters and state_dict
-        self.mapping = dict(mapping)
-        d_s, d_t = student.config.hidden_size, teacher.config.hidden_size
-        self.projections = hidden_projections(d_s, d_t, list(self.mapping))
-        self.hidden_weight, self.attention_weight = hidden_weight, attention_weight
-        self.last_terms: Dict[str, float] = {}
-
-    def _run(self, model: nn.Module, batch: Dict[str, Tensor], layers: List[int]) -> tuple:
-        with AttentionScores(model, layers if self.attention_weight else []) as scores:
-            out = model(**batch, output_hidden_states=True)
-            return out.hidden_states, {i: scores.get(i) for i in (layers if self.attention_weight else [])}
-
-    def forward(self, batch: Dict[str, Tensor]) -> Tensor:
-        student, teacher = self._models
-        teacher.eval()
-        with torch.no_grad():
-            t_hidden, t_attn = self._run(teacher, batch, sorted(set(self.mapping.values())))
-        s_hidden, s_attn = self._run(student, batch, list(self.mapping))
-        mask = batch["attention_mask"]
-        embeddings, layers = layerwise_hidden_mse(s_hidden, t_hidden, self.mapping, self.projections, mask)
-        hidden = embeddings + layers
-        total = self.hidden_weight * hidden
-        terms: Dict[str, Any] = {"hidden": hidden}
-        if self.attention_weight:
-            terms["attention"] = sum(attention_score_mse(s_attn[s], t_attn[t], mask) for s, t in self.mapping.items())
-            total = total + self.attention_weight * terms["attention"]
-        self.last_terms = {k: float(v.detach()) for k, v in terms.items()}
-        return total
+                 attention_weight: float = ATTENTION_WEIGHT) -> None:
+        super().__init__(student, teacher, mapping, general_weights(hidden_weight, attention_weight))
 
 
 def _load_encoder(path: PathLike, role: str) -> nn.Module:
@@ -352,8 +328,8 @@ def distil_general(teacher: PathLike, texts: PathLike, output: PathLike,
     for role, model in (("teacher", teacher_model), ("student", student)):
         check_vocab_fits(tokenizer, model, role)
     mapping = resolve_layer_mapping(config.layer_mapping, count_layers(student), count_layers(teacher_model))
-    loss = GeneralDistillationLoss(student, teacher_model.to(config.device), mapping, config.hidden_weight,
-                                   config.attention_weight)
+    loss = LayerMatchLoss(student, teacher_model.to(config.device), mapping,
+                          general_weights(config.hidden_weight, config.attention_weight))
     train_config = TrainConfig(
         n_epochs=config.epochs, batch_size=config.batch_size, learning_rate=config.learning_rate,
         warmup_proportion=config.warmup_proportion, weight_decay=config.weight_decay, seed=config.seed,

@@ -16,6 +16,7 @@ from .cli_options import (
     print_result,
     status,
 )
+from .defaults import ATTENTION_WEIGHT
 
 
 def _keep(value: str) -> List[int]:
@@ -86,7 +87,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--max-seq-len", type=int, default=128, help="tokens per window; longer lines become windows")
     p.add_argument("--batch-size", type=int, default=32, help="windows per step")
     add_learning_rate(p, 1e-4)
-    p.add_argument("--attention-weight", type=float, default=0.01,
+    p.add_argument("--attention-weight", type=float, default=ATTENTION_WEIGHT,
                    help="weight of the attention-score MSE (0: off); its values are ~80x the hidden-state MSE")
     p.add_argument("--seed", type=int, default=42, help="training seed")
     p.add_argument("--resume", action="store_true",

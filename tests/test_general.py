@@ -16,6 +16,7 @@ from haystack_distill.general import (
     read_texts,
     text_windows,
 )
+from haystack_distill.layer_match import LayerMatchLoss
 from haystack_distill.layers import count_layers, keep_layers, resolve_layer_mapping
 
 WORDS = "the year of paris was what the company of france is and where the city a an in to when who which".split()
@@ -97,7 +98,7 @@ def test_interrupted_run_resumes_exactly(teacher, tmp_path, monkeypatch):
     texts = _texts(tmp_path / "texts.txt")
     settings = dict(layers=2, epochs=2, checkpoint_every=3, **FAST)
     distil_general(teacher, texts, tmp_path / "whole", **settings)
-    original, calls = GeneralDistillationLoss.forward, {"n": 0}
+    original, calls = LayerMatchLoss.forward, {"n": 0}
 
     def dies(self, batch):
         calls["n"] += 1
@@ -105,11 +106,11 @@ def test_interrupted_run_resumes_exactly(teacher, tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return original(self, batch)
 
-    monkeypatch.setattr(GeneralDistillationLoss, "forward", dies)
+    monkeypatch.setattr(LayerMatchLoss, "forward", dies)
     with pytest.raises(KeyboardInterrupt):
         distil_general(teacher, texts, tmp_path / "resumed", **settings)
     assert not (tmp_path / "resumed").exists() and (tmp_path / "resumed.checkpoints" / "step-6").is_dir()
-    monkeypatch.setattr(GeneralDistillationLoss, "forward", original)
+    monkeypatch.setattr(LayerMatchLoss, "forward", original)
     distil_general(teacher, texts, tmp_path / "resumed", **settings)
     from safetensors.torch import load_file
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Dict, List, Literal, Optional, Type, TypeVar, Union
 
+from ..defaults import ATTENTION_WEIGHT
 from ..layers import LayerMapping
 from ..losses import LOSSES, DistillationLoss, validate_distillation_loss
 
@@ -163,9 +164,7 @@ class IntermediateLayerConfig(ReaderStageConfig):
     layer_mapping: LayerMapping = "uniform"
     embedding_weight: float = 1.0
     hidden_weight: float = 1.0
-    # 0.01: at the start of distillation the pre-softmax attention-score MSE is ~35-40 against ~0.4-0.5 for the
-    # hidden states, so equal weights (TinyBERT's) make attention ~98% of the loss (BENCHMARKS.md, "Student quality")
-    attention_weight: float = 0.01
+    attention_weight: float = ATTENTION_WEIGHT  # not TinyBERT's 1: see the constant
     attention_loss: AttentionLossName = "scores"
 
     def validate(self) -> IntermediateLayerConfig:

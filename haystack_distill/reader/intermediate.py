@@ -2,14 +2,12 @@
 
 Loss per batch::
 
-    L_inter = w_emb * MSE(P_emb(E_s), E_t) + w_hid * sum_i MSE(P_i(H_s[i]), H_t[map(i)])
-              + w_att * sum_i A(student layer i, teacher layer map(i))
-    L       = (1 - w) * L_inter + w * span_KD(student logits, teacher logits; distillation_loss, temperature)
+    L = (1 - w) * L_inter + w * span_KD(student logits, teacher logits; distillation_loss, temperature)
 
-with ``w = distillation_loss_weight`` and ``A`` the attention term: MSE of masked pre-softmax scores
-(``"scores"``, TinyBERT's choice), KL between attention distributions (``"kl"``), or off (``"none"``); head
-counts may differ (head-averaged). ``P`` are trained ``Linear`` projections, created only when widths differ,
-registered in the optimizer, checkpointed and saved as ``projections.safetensors`` with the student.
+with ``w = distillation_loss_weight`` and ``L_inter`` TinyBERT's layer-matching loss
+(:class:`~haystack_distill.layer_match.LayerMatchLoss`: embeddings, hidden states and attention, the attention
+term ``"scores"``, ``"kl"`` or ``"none"``). Its projections (created only when widths differ) are registered in the
+optimizer, checkpointed and saved as ``projections.safetensors`` with the student.
 
 Deliberate differences from farm-haystack 1.26.4 (research report section 2.2): projections train (they were
 created after the optimizer) and each layer has its own (a leaked loop variable made all share one); attention
@@ -22,15 +20,16 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
 
-from ..attention import AttentionScores
+from ..defaults import ATTENTION_WEIGHT
 from ..distributed import is_main_process
+from ..layer_match import LayerMatchLoss, LayerMatchWeights
 from ..layers import LayerMapping, count_layers, resolve_layer_mapping
-from ..losses import DistillationLoss, SpanKDLoss, get_loss, hidden_projections, layerwise_hidden_mse
+from ..losses import DistillationLoss, SpanKDLoss
 from .config import ATTENTION_LOSSES, IntermediateLayerConfig
 from .data import StageInputs, kd_valid_mask
 from .stage import Loss, ReaderStage, check_pair
@@ -43,74 +42,39 @@ def _hf(model: Any) -> nn.Module:
     return model.language_model.model
 
 
-class IntermediateLayerLoss(nn.Module):
-    """TinyBERT stage-1 loss between a student and a teacher ``AdaptiveModel``; owns the projections."""
+class IntermediateLayerLoss(LayerMatchLoss):
+    """TinyBERT stage-1 loss between a student and a teacher ``AdaptiveModel``: the layer-matching loss mixed with
+    span KD on their logits; owns the projections."""
+
+    mask_key = "padding_mask"
 
     def __init__(self, student: Any, teacher: Any, mapping: Dict[int, int], *, embedding_weight: float = 1.0,
-                 hidden_weight: float = 1.0, attention_weight: float = 0.01, attention_loss: str = "scores",
+                 hidden_weight: float = 1.0, attention_weight: float = ATTENTION_WEIGHT, attention_loss: str = "scores",
                  prediction_weight: float = 0.5, prediction_loss: DistillationLoss = "mse",
                  temperature: float = 1.0, kd_mask: str = "span", teacher_batch_size: Optional[int] = None) -> None:
-        super().__init__()
-        self.mapping = dict(mapping)
-        # lists keep the two models out of this module's parameters and state_dict: it owns only projections
-        self._models = [student, teacher]
-        d_s, d_t = _hf(student).config.hidden_size, _hf(teacher).config.hidden_size
-        self.projections = hidden_projections(d_s, d_t, list(self.mapping))
-        self.weights = {"embeddings": embedding_weight, "hidden": hidden_weight, "attention": attention_weight}
-        self.attention_loss, self.prediction_weight = attention_loss, prediction_weight
-        self.attention = None if attention_loss == "none" else get_loss("attention", attention_loss, "attention_loss")
+        weights = LayerMatchWeights(embedding_weight, hidden_weight, attention_weight, attention_loss, temperature)
+        super().__init__(student, teacher, mapping, weights, teacher_batch_size)
+        self.prediction_weight, self.kd_mask = prediction_weight, kd_mask
         self.kd = SpanKDLoss(prediction_loss, temperature)
-        self.temperature, self.kd_mask = temperature, kd_mask
-        self.teacher_batch_size = teacher_batch_size
-        self.last_terms: Dict[str, float] = {}
 
-    @property
-    def student(self) -> Any:
-        return self._models[0]
+    def encoder(self, model: Any) -> nn.Module:
+        return _hf(model)
 
-    @property
-    def teacher(self) -> Any:
-        return self._models[1]
-
-    def _run(self, model: Any, batch: Dict[str, Tensor], layers: list) -> tuple:
-        inputs = dict(input_ids=batch["input_ids"], segment_ids=batch["segment_ids"],
-                      padding_mask=batch["padding_mask"], output_hidden_states=True,
-                      output_attentions=self.attention_loss == "kl")
-        if self.attention_loss == "scores":
-            with AttentionScores(_hf(model), layers) as scores:
-                out = model.forward(**inputs)
-                return out[0][0], out[1], {i: scores.get(i) for i in layers}
-        out = model.forward(**inputs)
-        return out[0][0], out[1], (dict(enumerate(out[2])) if self.attention_loss == "kl" else {})
-
-    @torch.no_grad()
-    def _teacher_outputs(self, batch: Dict[str, Tensor]) -> tuple:
-        self.teacher.eval()
-        size = self.teacher_batch_size or len(batch["input_ids"])
-        parts = [self._run(self.teacher, {k: v[i : i + size] for k, v in batch.items()},
-                           sorted(set(self.mapping.values())))
-                 for i in range(0, len(batch["input_ids"]), size)]
-        logits = torch.cat([p[0] for p in parts])
-        hidden = [torch.cat([p[1][j] for p in parts]) for j in range(len(parts[0][1]))]
-        attention = {k: torch.cat([p[2][k] for p in parts]) for k in parts[0][2]}
-        return logits, hidden, attention
+    def call(self, model: Any, batch: Dict[str, Tensor],
+             attentions: bool) -> Tuple[Tensor, Sequence[Tensor], Optional[Sequence[Tensor]]]:
+        out = model.forward(input_ids=batch["input_ids"], segment_ids=batch["segment_ids"],
+                            padding_mask=batch["padding_mask"], output_hidden_states=True,
+                            output_attentions=attentions)
+        return out[0][0], out[1], (out[2] if attentions else None)
 
     def forward(self, batch: Dict[str, Tensor]) -> Tensor:
-        t_logits, t_hidden, t_attn = self._teacher_outputs(batch)
-        s_logits, s_hidden, s_attn = self._run(self.student, batch, list(self.mapping))
-        mask = batch["padding_mask"]
-        embeddings, hidden = layerwise_hidden_mse(s_hidden, t_hidden, self.mapping, self.projections, mask)
-        terms = {"embeddings": embeddings, "hidden": hidden}
-        if self.attention is not None:
-            terms["attention"] = sum(self.attention(s_attn[s], t_attn[t], self.temperature, mask)
-                                     for s, t in self.mapping.items())
-        inter = sum(self.weights[name] * value for name, value in terms.items())
-        total = (1 - self.prediction_weight) * inter
+        terms, s_logits, t_logits = self.layer_terms(batch)
+        total = (1 - self.prediction_weight) * self.weights.total(terms)
         if self.prediction_weight > 0:
             kd = self.kd(s_logits, t_logits, kd_valid_mask(batch, self.kd_mask))
             total = total + self.prediction_weight * kd
             terms["prediction"] = kd
-        self.last_terms = {k: float(v.detach()) for k, v in terms.items()}
+        self.remember(terms)
         return total
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Union
 
+from ..defaults import ATTENTION_WEIGHT
 from .config import IntermediateLayerConfig, PredictionLayerConfig
 from .intermediate import distil_intermediate_layers
 from .prediction import distil_prediction_layer
@@ -186,7 +187,7 @@ class DistillationMixin:
         layer_mapping: Union[str, Dict[int, int]] = "uniform",
         embedding_weight: float = 1.0,
         hidden_weight: float = 1.0,
-        attention_weight: float = 0.01,
+        attention_weight: float = ATTENTION_WEIGHT,
         attention_loss: str = "scores",
         kd_mask: str = "span",
         resume: Union[bool, str] = False,
@@ -208,9 +209,10 @@ class DistillationMixin:
         Keyword-only extras:
             layer_mapping: ``"uniform"`` (TinyBERT: student layer i <- last teacher layer of block i),
                 ``"last"`` (the top teacher layers) or an explicit ``{student_layer: teacher_layer}`` dict (0-based).
-            embedding_weight, hidden_weight, attention_weight: weights of the three intermediate terms (attention
-                0.01: its pre-softmax score MSE is ~100x the hidden-state MSE, so TinyBERT's equal weights let it
-                drown the hidden states; BENCHMARKS.md "Student quality").
+            embedding_weight, hidden_weight, attention_weight: weights of the three intermediate terms (attention:
+                the default attention weight, :data:`~haystack_distill.defaults.ATTENTION_WEIGHT`; its pre-softmax
+                score MSE is far larger than the hidden-state MSE, so TinyBERT's equal weights let it drown the
+                hidden states; BENCHMARKS.md "Student quality").
             attention_loss: ``"scores"`` (MSE of masked pre-softmax scores), ``"kl"`` (KL of attention
                 distributions; needs eager attention) or ``"none"``.
             seed, kd_mask, resume, doc_stride, max_query_length: as in :meth:`distil_prediction_layer_from`
@@ -238,7 +240,7 @@ class DistillationMixin:
         1. Intermediate layers (stage 1, on the augmented file when given), saved to
            ``save_dir/stage1_intermediate``; ``intermediate=False`` skips it. Defaults here
            (:data:`~haystack_distill.reader.presets.TINYBERT_INTERMEDIATE`): one epoch at lr 1e-4, batch 16, the
-           hidden states and embeddings only (attention weight 0.01, no span KD).
+           hidden states and embeddings only (the default attention weight, no span KD).
         2. Prediction layer, saved to ``save_dir/stage2_prediction``: on the augmented file too when given and
            ``prediction_on_augmented`` (the teacher labels every augmented copy), else on the original file.
            Defaults here (:data:`~haystack_distill.reader.presets.TINYBERT_PREDICTION`): lr 1e-4, batch 16, T=2,

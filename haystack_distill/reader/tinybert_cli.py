@@ -9,6 +9,7 @@ from typing import Any, Dict, Union
 
 from ..cli import fraction, positive_float, positive_int
 from ..cli_options import print_result
+from ..defaults import ATTENTION_WEIGHT
 from .cli import (
     add_hard_loss_padding,
     add_reader_data,
@@ -25,7 +26,7 @@ STAGE_FOLDERS = ("stage1_intermediate", "stage2_prediction")
 
 
 # the stage defaults the presets leave to the stage methods' signatures, then the presets (tests compare them)
-STAGE1: Dict[str, Any] = {"attention_weight": 0.01, **TINYBERT_INTERMEDIATE}
+STAGE1: Dict[str, Any] = {"attention_weight": ATTENTION_WEIGHT, **TINYBERT_INTERMEDIATE}
 STAGE2: Dict[str, Any] = {"n_epochs": 2, **TINYBERT_PREDICTION}
 
 
