@@ -124,6 +124,9 @@ def check_output_file(flag: str, output: PathLike, inputs: Mapping[str, Any], ov
     if path.exists() and not overwrite:
         raise FileExistsError(f"{flag} {output} already exists; pass --overwrite to replace it, or choose another "
                               f"{flag}.")
+    from .safety import check_writable
+
+    check_writable(path)
 
 
 def inputs_of(args: Any, flags: Sequence[str]) -> Dict[str, Any]:
@@ -140,3 +143,52 @@ def inputs_of(args: Any, flags: Sequence[str]) -> Dict[str, Any]:
         if hasattr(args, dest):
             found[flag] = getattr(args, dest)
     return found
+
+
+#: The weights files Haystack and transformers load from a model folder (not e.g. a Trainer's training_args.bin).
+WEIGHT_FILES = ("language_model.bin", "prediction_head_*.bin", "pytorch_model*.bin", "*.safetensors")
+
+
+def check_weight_files(flag: str, folder: PathLike) -> None:
+    """Every weights file of ``folder`` (:data:`WEIGHT_FILES`) is whole and holds only tensors; else a
+    ``ValueError`` naming the file and the fix, before any loader reads it.
+
+    torch files are read with ``weights_only=True`` (memory-mapped, so no tensor data is copied): a pickle of
+    other objects is refused, never executed. safetensors files must cover the sizes their header promises.
+    """
+    import pickle
+    import warnings
+    import zipfile
+
+    root = Path(folder).expanduser()
+    for file in sorted({f for pattern in WEIGHT_FILES for f in root.glob(pattern) if f.is_file()}):
+        damaged = (f"{flag} {folder}: {file.name} is damaged or truncated ({{:.120}}); re-save the model or "
+                   "download it again.")
+        if file.suffix == ".safetensors":
+            from safetensors import SafetensorError, safe_open
+
+            try:
+                with safe_open(str(file), "pt") as handle:
+                    handle.keys()
+            except (SafetensorError, OSError) as err:
+                raise ValueError(damaged.format(" ".join(str(err).split()))) from err
+            continue
+        import torch
+
+        with open(file, "rb") as handle:
+            zipped = handle.read(4) == b"PK\x03\x04"  # torch.save's format since torch 1.6
+        if zipped and not zipfile.is_zipfile(file):
+            raise ValueError(damaged.format("its zip archive has no end: the file was cut short"))
+        try:  # zip files (torch.save's format since 1.6) memory-mapped; older or foreign files read whole
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # "Detected pickle protocol 4": the refusal below says it all
+                state = torch.load(file, map_location="cpu", weights_only=True, mmap=zipped)
+        except pickle.UnpicklingError as err:
+            raise ValueError(f"{flag} {folder}: {file.name} holds pickled objects that are not tensors, which "
+                             "could run code when loaded; it was not loaded. Re-save the model's state dict "
+                             "(torch.save(model.state_dict(), ...)) or use safetensors.") from err
+        except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as err:
+            raise ValueError(damaged.format(f"{type(err).__name__}: {' '.join(str(err).split())}")) from err
+        if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+            raise ValueError(f"{flag} {folder}: {file.name} is not a state dict of tensors (it holds a "
+                             f"{type(state).__name__}); re-save the model with save_pretrained or FARMReader.save.")

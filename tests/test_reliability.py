@@ -509,3 +509,126 @@ def test_a_tokenizer_larger_than_the_embedding_matrix_is_refused_naming_both_siz
                                          rf"{rows} rows"):
         student.distil_prediction_layer_from(teacher, str(tiny_squad), "train.json", save_dir=str(tmp_path / "o"),
                                              **FAST)
+
+
+# -- 8. export-reader on hostile input (issue 30) ---------------------------------------------------------------
+def _tiny_qa(path, **config):
+    """A 1-layer BERT QA folder (transformers format) whose config takes ``config``."""
+    from conftest import build_tiny_bert
+    from transformers import BertConfig, BertForQuestionAnswering
+
+    build_tiny_bert(path, layers=1, hidden=16)
+    torch.manual_seed(0)
+    BertForQuestionAnswering(BertConfig.from_pretrained(path, **config)).save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def haystack_reader(tmp_path_factory):
+    """A tiny reader saved by FARMReader.save (language_model.bin, prediction_head_0.bin, ...)."""
+    from haystack_distill.reader.export import load_reader
+
+    root = tmp_path_factory.mktemp("hostile")
+    load_reader(_tiny_qa(root / "hf"), **READER_KW).save(root / "reader")
+    return root / "reader"
+
+
+def _export_cli(capsys, *args):
+    """(exit code, stderr) of export-reader; bad input must be one line."""
+    from haystack_distill.cli import main
+
+    code = main(["export-reader", *map(str, args)])
+    err = capsys.readouterr().err
+    if code == 2:
+        assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    return code, err
+
+
+def _own_copy(folder, tmp_path):
+    import shutil
+    from pathlib import Path
+
+    return Path(shutil.copytree(folder, tmp_path / "reader"))
+
+
+@pytest.mark.parametrize("file", ["language_model.bin", "model.safetensors"])
+def test_export_reader_names_a_truncated_weights_file(haystack_reader, tmp_path, capsys, file):
+    reader = _own_copy(haystack_reader, tmp_path) if file == "language_model.bin" else _tiny_qa(tmp_path / "hf")
+    data = (reader / file).read_bytes()
+    (reader / file).write_bytes(data[:len(data) // 2])
+    code, err = _export_cli(capsys, "--reader", reader, "--output", tmp_path / "out")
+    assert code == 2 and f"{file} is damaged or truncated" in err and "download it again" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_export_reader_refuses_an_opset_it_cannot_write_before_loading(haystack_reader, tmp_path, capsys,
+                                                                       monkeypatch):
+    from haystack_distill.reader import export
+
+    monkeypatch.setattr(export, "load_reader", lambda *a, **k: pytest.fail("the reader must not be loaded"))
+    code, err = _export_cli(capsys, "--reader", haystack_reader, "--output", tmp_path / "out", "--opset", "3")
+    assert code == 2 and "--opset 3 is not one the ONNX exporter can write" in err
+    assert f"from {export.MIN_OPSET} to {export.max_opset()}" in err and not (tmp_path / "out").exists()
+
+
+def test_export_reader_max_seq_len_is_checked_against_the_positions_of_the_model(tmp_path, capsys):
+    import json
+
+    reader = _tiny_qa(tmp_path / "short", max_position_embeddings=64)
+    code, err = _export_cli(capsys, "--reader", reader, "--output", tmp_path / "out")
+    assert code == 2 and "--max-seq-len 256 is longer than the reader can read" in err
+    assert "max_position_embeddings=64" in err and "pass --max-seq-len 64 or less" in err
+    assert not (tmp_path / "out").exists()
+    code, _ = _export_cli(capsys, "--reader", reader, "--output", tmp_path / "out", "--max-seq-len", "64",
+                          "--doc-stride", "16", "--max-query-length", "24")
+    assert code == 0 and json.loads((tmp_path / "out" / "processor_config.json").read_text())["max_seq_len"] == 64
+
+
+def test_a_reader_with_one_token_type_exports_without_token_type_ids(tmp_path):
+    import json
+
+    import numpy as np
+    import onnxruntime
+    from transformers import AutoModelForQuestionAnswering, AutoTokenizer
+
+    from haystack_distill.reader.export import export_reader
+
+    reader = _tiny_qa(tmp_path / "one_type", type_vocab_size=1)
+    out = export_reader(reader, tmp_path / "onnx", max_seq_len=96, doc_stride=32, max_query_length=24)
+    session = onnxruntime.InferenceSession(str(out / "model.onnx"))
+    assert [i.name for i in session.get_inputs()] == ["input_ids", "attention_mask"]
+    assert json.loads((out / "onnx_model_config.json").read_text())["language_model_class"] == "Roberta"
+    batch = AutoTokenizer.from_pretrained(str(out))(["who is it?"], ["a baker in paris."], return_tensors="pt")
+    assert "token_type_ids" not in batch  # the exported tokenizer emits none either
+    with torch.no_grad():  # the model's only token type is 0: what it computes without token_type_ids
+        expected = AutoModelForQuestionAnswering.from_pretrained(str(reader)).eval()(**batch).start_logits
+    start, _ = session.run(None, {k: v.numpy().astype(np.int64) for k, v in batch.items()})
+    np.testing.assert_allclose(start, expected.numpy(), atol=1e-5)
+
+
+def test_a_pickle_in_a_reader_folder_is_refused_by_name_and_never_executed(haystack_reader, tmp_path, capsys):
+    import pickle
+    from pathlib import Path
+
+    reader, ran = _own_copy(haystack_reader, tmp_path), tmp_path / "the pickle ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (Path.touch, (ran,))
+
+    (reader / "prediction_head_0.bin").write_bytes(pickle.dumps({"weight": Payload()}))
+    code, err = _export_cli(capsys, "--reader", reader, "--output", tmp_path / "out")
+    assert code == 2 and "prediction_head_0.bin holds pickled objects that are not tensors" in err
+    assert not ran.exists() and not (tmp_path / "out").exists()
+
+
+def test_export_reader_never_writes_inside_the_reader_folder(haystack_reader, tmp_path, capsys):
+    from haystack_distill.reader.export import export_reader
+
+    reader = _own_copy(haystack_reader, tmp_path)
+    before = _tree(reader)
+    with pytest.raises(ValueError, match="--output .* is inside the --reader folder .* Choose a --output outside"):
+        export_reader(reader, reader / "onnx")
+    code, err = _export_cli(capsys, "--reader", reader, "--output", reader / "onnx")
+    assert code == 2 and "is inside the --reader folder" in err
+    assert _tree(reader) == before

@@ -23,7 +23,7 @@ import logging
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Dict, Union
+from typing import Any, Dict, Optional, Tuple, Union
 
 import torch
 
@@ -39,6 +39,11 @@ ONNX_FILE = "model.onnx"
 ONNX_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 ONNX_OUTPUTS = ("start_logits", "end_logits")
 OPSET = 17
+MIN_OPSET = 10  # the encoders' dynamic Slice needs opset 10; torch's exporter fails below it
+HAYSTACK_MAX_SEQ_LEN = 256  # FARMReader's default window length
+#: model types whose position ids start after the padding id (pad_token_id + 1 positions are never used)
+OFFSET_POSITIONS = ("roberta", "xlm-roberta", "xlm-roberta-xl", "camembert", "longformer", "data2vec-text",
+                    "roberta-prelayernorm", "mpnet", "ibert")
 HAYSTACK_FILES = ("language_model.bin", "language_model_config.json")
 WEIGHTS_FILE = "language_model.bin"
 INDEX_FILE = "pytorch_model.bin.index.json"  # transformers' sharded-checkpoint index, here with one shard
@@ -154,11 +159,57 @@ def is_reader_dir(path: PathLike) -> bool:
     return any(a.endswith("ForQuestionAnswering") for a in architectures)
 
 
-def check_export_args(reader_dir: PathLike, output: PathLike, fmt: str) -> None:
-    """Raise :class:`ExportError` (one line, naming the fix) before any model work."""
+def max_opset() -> int:
+    """The newest ONNX opset torch's exporter writes (23 for torch 2.13)."""
+    try:
+        from torch.onnx._constants import ONNX_MAX_OPSET
+    except ImportError:  # a torch without that module: the versions known to export these encoders
+        return 20
+    return int(ONNX_MAX_OPSET)
+
+
+def reader_config(reader_dir: PathLike) -> Tuple[str, Dict[str, Any]]:
+    """``(file name, contents)`` of the encoder config a reader folder loads with (Haystack's
+    ``language_model_config.json``, else ``config.json``); ``("", {})`` when neither is readable."""
+    for name in ("language_model_config.json", "config.json"):
+        try:
+            config = json.loads((Path(reader_dir) / name).read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(config, dict):
+            return name, config
+    return "", {}
+
+
+def max_positions(config: Dict[str, Any]) -> Optional[int]:
+    """The longest input (tokens) an encoder config allows: ``max_position_embeddings``, less the positions a
+    RoBERTa-style model skips (``pad_token_id + 1``); None when the config does not say.
+
+    Example:
+        >>> max_positions({"model_type": "roberta", "max_position_embeddings": 514, "pad_token_id": 1})
+        512
+    """
+    positions = config.get("max_position_embeddings")
+    if not isinstance(positions, int) or isinstance(positions, bool):
+        return None
+    if config.get("model_type") in OFFSET_POSITIONS:
+        positions -= int(config.get("pad_token_id") or 1) + 1
+    return positions
+
+
+def check_export_args(reader_dir: PathLike, output: PathLike, fmt: str, opset: int = OPSET,
+                      max_seq_len: int = HAYSTACK_MAX_SEQ_LEN, replace: bool = False) -> None:
+    """Raise :class:`ExportError` (one line, naming the fix) before any model work: the format and opset, the
+    reader folder (its weights files whole and tensors only, its positions enough for ``max_seq_len``) and an
+    output that is new (``replace``: the caller checked it is an earlier export) and outside the reader folder."""
+    from ..preflight import check_not_an_input, check_weight_files
+
     reader_dir, output = Path(reader_dir), Path(output)
     if fmt not in FORMATS:
         raise ExportError(f"unknown format {fmt!r}; use one of {', '.join(FORMATS)}.")
+    if fmt == "onnx" and not MIN_OPSET <= opset <= max_opset():
+        raise ExportError(f"--opset {opset} is not one the ONNX exporter can write for these encoders; pass an opset "
+                          f"from {MIN_OPSET} to {max_opset()} (default {OPSET}).")
     if not reader_dir.is_dir():
         raise ExportError(f"{reader_dir} is not a folder; pass a saved reader folder (FARMReader.save or ours).")
     if (reader_dir / ONNX_FILE).is_file():
@@ -166,8 +217,16 @@ def check_export_args(reader_dir: PathLike, output: PathLike, fmt: str) -> None:
     if not is_reader_dir(reader_dir):
         raise ExportError(f"{reader_dir} is not a reader folder (no language_model.bin, no transformers QA "
                           "config.json); pass a folder saved by FARMReader.save or a distillation run.")
-    if output.exists() and (not output.is_dir() or any(output.iterdir())):
+    if not replace and output.exists() and (not output.is_dir() or any(output.iterdir())):
         raise ExportError(f"{output} already exists; choose a new output folder (export never overwrites).")
+    check_not_an_input("--output", output, {"--reader": reader_dir})
+    check_weight_files("--reader", reader_dir)
+    name, config = reader_config(reader_dir)
+    limit = max_positions(config)
+    if limit is not None and max_seq_len > limit:
+        raise ExportError(f"--max-seq-len {max_seq_len} is longer than the reader can read: its {name} has "
+                          f"max_position_embeddings={config['max_position_embeddings']} ({limit} tokens); pass "
+                          f"--max-seq-len {limit} or less (and --doc-stride, --max-query-length below it).")
     if fmt == "onnx":
         require_onnx()
 
@@ -181,10 +240,10 @@ def require_onnx() -> None:
         raise ExportError(f"{' and '.join(missing)} not installed; run: pip install 'haystack-distill[onnx]'.")
 
 
-def _example_inputs(tokenizer: Any) -> Dict[str, torch.Tensor]:
-    """Two padded question/context pairs: batch 2 and a non-trivial length for tracing."""
+def _example_inputs(tokenizer: Any, max_len: int = 64) -> Dict[str, torch.Tensor]:
+    """Two padded question/context pairs: batch 2 and a non-trivial length (at most ``max_len``) for tracing."""
     batch = tokenizer(["who founded it?", "where?"], ["it was founded in paris in 1999 by a baker.", "in paris."],
-                      padding=True, return_tensors="pt")
+                      padding=True, truncation="only_second", max_length=max_len, return_tensors="pt")
     if "token_type_ids" not in batch:
         batch["token_type_ids"] = torch.zeros_like(batch["input_ids"])
     return {name: batch[name] for name in ONNX_INPUTS}
@@ -203,13 +262,14 @@ class _QAOutputs(torch.nn.Module):
         return out.start_logits, out.end_logits
 
 
-def export_onnx_model(model: Any, tokenizer: Any, path: PathLike, opset: int = OPSET) -> Path:
+def export_onnx_model(model: Any, tokenizer: Any, path: PathLike, opset: int = OPSET, max_len: int = 64) -> Path:
     """Trace a transformers QA model to ONNX: inputs ``input_ids``, ``attention_mask``, ``token_type_ids``
-    (int64, dynamic batch and sequence), outputs ``start_logits``, ``end_logits``."""
+    (int64, dynamic batch and sequence; the last only when the tokenizer emits it), outputs ``start_logits``,
+    ``end_logits``. ``max_len``: the longest example input traced (at most the model's positions)."""
     import warnings
 
     token_types = "token_type_ids" in tokenizer.model_input_names
-    inputs = _example_inputs(tokenizer)
+    inputs = _example_inputs(tokenizer, max_len)
     axes = {name: {0: "batch", 1: "sequence"} for name in (*ONNX_INPUTS, *ONNX_OUTPUTS)}
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
@@ -241,19 +301,27 @@ def write_haystack_onnx_configs(reader: Any, directory: Path, opset: int, token_
 
 
 def export_reader(reader: PathLike, output: PathLike, fmt: str = "onnx", int8: bool = False,
-                  opset: int = OPSET) -> Path:
+                  opset: int = OPSET, max_seq_len: int = HAYSTACK_MAX_SEQ_LEN, doc_stride: int = 128,
+                  max_query_length: int = 64, replace: bool = False) -> Path:
     """Export a reader folder to a new ``output`` folder: ``fmt="transformers"`` (plain QA checkpoint) or
     ``"onnx"`` (``model.onnx`` + ``config.json`` + tokenizer + Haystack's ONNX configs), int8 weights with
-    ``int8=True`` (ONNX only). Refuses an existing non-empty ``output``; raises :class:`ExportError` on bad input.
+    ``int8=True`` (ONNX only). ``max_seq_len``, ``doc_stride``, ``max_query_length``: the windows written into
+    Haystack's configs (FARMReader's defaults). Refuses an existing non-empty ``output`` unless ``replace`` (an
+    earlier export, swapped out in one rename); raises :class:`ExportError` on bad input.
+
+    A model with one token type (``type_vocab_size=1``) gets no ``token_type_ids`` input and a tokenizer that
+    emits none: every token is type 0, the only type it can embed.
 
     Example:
         >>> export_reader("models/student", "models/student-onnx-int8", fmt="onnx", int8=True)  # doctest: +SKIP
     """
-    check_export_args(reader, output, fmt)
+    check_export_args(reader, output, fmt, opset, max_seq_len, replace)
     if int8 and fmt != "onnx":
         raise ExportError("--int8 needs --format onnx (torch's dynamic int8 is not a savable checkpoint).")
-    loaded = load_reader(reader)
+    loaded = load_reader(reader, max_seq_len=max_seq_len, doc_stride=doc_stride, max_query_length=max_query_length)
     tokenizer = loaded.inferencer.processor.tokenizer
+    if getattr(loaded.inferencer.model.language_model.model.config, "type_vocab_size", 2) == 1:
+        _drop_token_types(tokenizer)
     with atomic_dir(Path(output)) as tmp:
         if fmt == "transformers":
             write_transformers_checkpoint(loaded.inferencer.model, tokenizer, tmp)
@@ -262,6 +330,16 @@ def export_reader(reader: PathLike, output: PathLike, fmt: str = "onnx", int8: b
         write_model_card(tmp, export_card(Path(reader), Path(output).name, fmt, int8, opset))
     logger.info("exported %s to %s (%s%s)", reader, output, fmt, " int8" if int8 else "")
     return Path(output)
+
+
+def _drop_token_types(tokenizer: Any) -> None:
+    """Make ``tokenizer`` (and the one it saves) emit no ``token_type_ids``: for an encoder with one token type,
+    which would fail on Haystack's and the tokenizer's type 1 for the context."""
+    if "token_type_ids" in tokenizer.model_input_names:
+        names = [name for name in tokenizer.model_input_names if name != "token_type_ids"]
+        tokenizer.model_input_names = names
+        tokenizer.init_kwargs["model_input_names"] = names
+        logger.info("the reader's encoder has one token type (type_vocab_size=1): exported without token_type_ids")
 
 
 def export_card(source: Path, name: str, fmt: str, int8: bool, opset: int = OPSET) -> Any:
@@ -293,7 +371,8 @@ def write_onnx_folder(reader: Any, folder: Path, int8: bool, opset: int = OPSET)
     tokenizer.save_pretrained(folder)
     write_haystack_onnx_configs(reader, folder, opset, "token_type_ids" in tokenizer.model_input_names)
     with tempfile.TemporaryDirectory() as scratch:
-        fp32 = export_onnx_model(model, tokenizer, Path(scratch) / ONNX_FILE, opset)
+        fp32 = export_onnx_model(model, tokenizer, Path(scratch) / ONNX_FILE, opset,
+                                 min(64, reader.inferencer.processor.max_seq_len))
         if int8:
             quantize_onnx(fp32, folder / ONNX_FILE)
         else:

@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Dict, Optional
 
-from ..cli_options import add_json, add_output, add_overwrite, add_quiet, print_result, status
+from ..cli_options import add_json, add_output, add_overwrite, add_quiet, add_reader_windows, print_result, status
 
 
 def is_export(folder: Path) -> bool:
@@ -21,8 +18,8 @@ def is_export(folder: Path) -> bool:
 
 
 def check_export_inputs(args: argparse.Namespace) -> None:
-    """Pre-flight: the reader folder, --format/--int8 and --output (an earlier export only with --overwrite)."""
-    from ..preflight import check_not_an_input
+    """Pre-flight: the reader folder (its weights and positions), --format/--opset/--int8 and --output (an
+    earlier export only with --overwrite, never inside the reader folder)."""
     from .export import ExportError, check_export_args
 
     output = Path(args.output).expanduser()
@@ -33,28 +30,9 @@ def check_export_inputs(args: argparse.Namespace) -> None:
     if existing and not is_export(output):
         raise ExportError(f"--output {args.output} is not an earlier export (no model.onnx or transformers "
                           "checkpoint); --overwrite replaces only an export. Choose another --output.")
-    # an earlier export is replaced by a fresh folder: check the rest as for a new --output
-    check_export_args(args.reader, output.with_name(f".{output.name}.new") if existing else output, args.format)
-    check_not_an_input("--output", output, {"--reader": args.reader})
+    check_export_args(args.reader, output, args.format, args.opset, args.max_seq_len, replace=existing)
     if args.int8 and args.format != "onnx":
         raise ExportError("--int8 needs --format onnx (torch's dynamic int8 is not a savable checkpoint).")
-
-
-def _export_replacing(args: argparse.Namespace) -> Path:
-    """Export into a fresh folder of the same name beside --output, then swap it in (the old one is deleted last)."""
-    from .export import export_reader
-
-    output = Path(args.output).expanduser()
-    scratch = Path(tempfile.mkdtemp(dir=output.parent, prefix=f".{output.name}.export-"))
-    try:
-        fresh = export_reader(args.reader, scratch / output.name, fmt=args.format, int8=args.int8, opset=args.opset)
-        old = output.with_name(f".{output.name}.old-{os.getpid()}")
-        os.replace(output, old)
-        os.replace(fresh, output)
-        shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
-    return output
 
 
 def _handler(args: argparse.Namespace) -> int:
@@ -64,10 +42,10 @@ def _handler(args: argparse.Namespace) -> int:
     what = f"{args.format}{' int8' if args.int8 else ''}"
     with status(f"exporting {args.reader} to {args.output} ({what})", args.quiet):
         existing = Path(args.output).expanduser()
-        if args.overwrite and existing.is_dir() and any(existing.iterdir()):
-            output = _export_replacing(args)
-        else:
-            output = export_reader(args.reader, args.output, fmt=args.format, int8=args.int8, opset=args.opset)
+        output = export_reader(args.reader, existing, fmt=args.format, int8=args.int8, opset=args.opset,
+                               max_seq_len=args.max_seq_len, doc_stride=args.doc_stride,
+                               max_query_length=args.max_query_length,
+                               replace=args.overwrite and existing.is_dir() and any(existing.iterdir()))
     files: Dict[str, int] = {p.name: p.stat().st_size for p in sorted(output.iterdir()) if p.is_file()}
     print_result({"output": str(output), "format": args.format, "int8": args.int8,
                   "mb": round(sum(files.values()) / 2**20, 2), "files": files}, args.json)
@@ -84,7 +62,8 @@ def register(subparsers: Any, parents: Optional[list] = None) -> None:
     add_overwrite(p, "an earlier export in --output (never another kind of folder)")
     p.add_argument("--format", default="onnx", help="onnx or transformers")
     p.add_argument("--int8", action="store_true", help="ONNX only: int8 weights, embeddings included")
-    p.add_argument("--opset", type=int, default=17, help="ONNX opset version")
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset version (10 up to the newest your torch writes)")
+    add_reader_windows(p)  # the windows written into Haystack's configs; --max-seq-len at most the model's positions
     add_quiet(p)
     add_json(p)
     p.set_defaults(func=_handler)
