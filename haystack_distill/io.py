@@ -116,26 +116,80 @@ def ensure_new_output(path: PathLike, overwrite: bool = False, flag: str = "--ov
     return path
 
 
+#: The name part and the marker file of :func:`atomic_dir`'s work folders (``.<name>.partial-<random>``).
+PARTIAL = ".partial-"
+PARTIAL_MARKER = ".haystack-distill-partial.json"
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError):
+        return True  # another user's process (or a pid we cannot ask about): leave its folder alone
+    return True
+
+
+def remove_stale_partials(parent: PathLike) -> list:
+    """Delete the work folders :func:`atomic_dir` left in ``parent`` when its process was killed (``kill -9``,
+    power loss); returns their paths.
+
+    Only a folder named ``.<name>.partial-*`` that holds our marker, written on this host by a process that no
+    longer runs, is touched; anything else (a folder we did not write, a live run's) is left as it is. If the kill
+    came between moving the previous output aside and moving the new one in, the previous one is put back.
+    """
+    import socket
+
+    removed = []
+    for work in Path(parent).glob(f".*{PARTIAL}*"):
+        try:
+            mark = json.loads((work / PARTIAL_MARKER).read_text(encoding="utf-8"))
+            pid, host, target = int(mark["pid"]), mark["host"], Path(parent) / mark["target"]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # not ours
+        if work.is_symlink() or host != socket.gethostname() or _process_alive(pid):
+            continue
+        previous = work / mark.get("previous", "")
+        if mark.get("previous") and previous.is_dir() and not os.path.lexists(target):
+            os.replace(previous, target)
+        shutil.rmtree(work, ignore_errors=True)
+        removed.append(work)
+    return removed
+
+
 @contextlib.contextmanager
 def atomic_dir(path: PathLike) -> Iterator[Path]:
-    """Yield a temporary directory next to ``path``; on success it replaces ``path`` in one rename.
+    """Yield a new empty directory next to ``path``; on success it replaces ``path`` in one rename.
 
-    An existing ``path`` is moved aside first and deleted only after the new directory is in place. Everything in
-    the new directory gets the usual permissions first (:func:`usual_permissions`), whoever wrote it.
+    The directory lives in a work folder ``.<name>.partial-<random>`` beside ``path`` with a marker naming this
+    process; the work folders a killed run left in the same parent are removed first
+    (:func:`remove_stale_partials`). An existing ``path`` is moved into the work folder first and deleted only
+    after the new directory is in place. Everything in the new directory gets the usual permissions first
+    (:func:`usual_permissions`), whoever wrote it.
     """
+    import socket
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+    remove_stale_partials(path.parent)
+    work = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}{PARTIAL}"))
+    previous = f"{path.name}.previous"
     try:
+        (work / PARTIAL_MARKER).write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                                                       "target": path.name, "previous": previous}) + "\n")
+        tmp = work / path.name
+        tmp.mkdir()
         yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    usual_permissions(tmp)
-    old = None
-    if path.exists():
-        old = path.with_name(f".{path.name}.old-{os.getpid()}")
-        os.replace(path, old)
-    os.replace(tmp, path)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+        usual_permissions(tmp)
+        moved = os.path.lexists(path)
+        if moved:
+            os.replace(path, work / previous)
+        try:
+            os.replace(tmp, path)
+        except BaseException:
+            if moved:
+                os.replace(work / previous, path)
+            raise
+    finally:
+        shutil.rmtree(work, ignore_errors=True)

@@ -632,3 +632,34 @@ def test_export_reader_never_writes_inside_the_reader_folder(haystack_reader, tm
     code, err = _export_cli(capsys, "--reader", reader, "--output", reader / "onnx")
     assert code == 2 and "is inside the --reader folder" in err
     assert _tree(reader) == before
+
+
+def test_the_work_folder_of_a_killed_export_is_removed_by_the_next_run_but_no_one_elses(tmp_path):
+    import json
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+
+    from haystack_distill.io import PARTIAL_MARKER, atomic_dir
+
+    killed = ("import os, signal, sys\nfrom haystack_distill.io import atomic_dir\n"
+              "with atomic_dir(sys.argv[1]) as tmp:\n    (tmp / 'model.onnx').write_bytes(b'half')\n"
+              "    os.kill(os.getpid(), signal.SIGKILL)\n")
+    run = subprocess.run([sys.executable, "-c", killed, str(tmp_path / "onnx")], capture_output=True)
+    assert run.returncode == -signal.SIGKILL
+    left = [p for p in tmp_path.iterdir()]
+    assert len(left) == 1 and left[0].name.startswith(".onnx.partial-") and not (tmp_path / "onnx").exists()
+    mine = {"no marker": tmp_path / ".mine.partial-1", "plain tmp": tmp_path / ".onnx.abc.tmp",
+            "live run": tmp_path / ".live.partial-2"}
+    for folder in mine.values():
+        folder.mkdir()
+        (folder / "notes.txt").write_text("keep me")
+    (mine["live run"] / PARTIAL_MARKER).write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                                                                "target": "live"}))
+    with atomic_dir(tmp_path / "int8") as tmp:  # the next run into the same parent
+        (tmp / "model.onnx").write_bytes(b"whole")
+    assert not left[0].exists() and (tmp_path / "int8" / "model.onnx").read_bytes() == b"whole"
+    assert all((folder / "notes.txt").read_text() == "keep me" for folder in mine.values())
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["int8", *(f.name for f in mine.values())])
