@@ -33,7 +33,7 @@ test-fast: install  # the edit loop: unit tests, no notebooks, no subprocess tra
 
 lint: install
 	$(BIN)/ruff check haystack_distill augment tests benchmarks
-	$(BIN)/mypy  # the modules listed in pyproject.toml [tool.mypy]
+	$(BIN)/mypy  # haystack_distill and augment (pyproject.toml [tool.mypy])
 
 clean:
 	rm -rf $(VENV)

@@ -26,12 +26,15 @@ import hashlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, List, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Callable, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
 
 from augment.words import WordFilter
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerFast
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +53,7 @@ class MaskedCopy:
 
 
 def load_masked_lm(model: str, tokenizer: Optional[str] = None,
-                   device: Union[str, torch.device] = "cpu") -> Tuple[nn.Module, object]:
+                   device: Union[str, torch.device] = "cpu") -> Tuple[PreTrainedModel, PreTrainedTokenizerFast]:
     """Load ``AutoModelForMaskedLM`` + fast tokenizer, refusing encoders whose MLM head would be random."""
     from transformers import AutoConfig, AutoModelForMaskedLM
     from transformers.utils import logging as hf_logging
@@ -59,7 +62,7 @@ def load_masked_lm(model: str, tokenizer: Optional[str] = None,
     if Path(model).is_dir() and not (Path(model) / "config.json").is_file():
         raise NotAMaskedLMError(f"--model {model!r} is not a transformers model folder (no config.json). {hint}")
     try:
-        AutoConfig.from_pretrained(model)
+        AutoConfig.from_pretrained(model, trust_remote_code=False)
     except (OSError, ValueError) as err:
         raise NotAMaskedLMError(
             f"--model {model!r} is not a transformers model folder (no usable config.json): "
@@ -68,7 +71,8 @@ def load_masked_lm(model: str, tokenizer: Optional[str] = None,
     previous = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()
     try:
-        mlm, info = AutoModelForMaskedLM.from_pretrained(model, output_loading_info=True)
+        mlm, info = AutoModelForMaskedLM.from_pretrained(model, output_loading_info=True,
+                                                         trust_remote_code=False)
     except (OSError, ValueError, KeyError) as err:
         raise NotAMaskedLMError(f"--model {model!r} cannot be loaded as a masked LM: {err}") from err
     finally:
@@ -95,12 +99,12 @@ def _check_head_loaded(mlm: nn.Module, info: dict, path: str) -> None:
         )
 
 
-def load_fast_tokenizer(path: str) -> object:
+def load_fast_tokenizer(path: str) -> PreTrainedTokenizerFast:
     """Load a fast tokenizer with a mask token (offsets need a fast tokenizer)."""
     from transformers import AutoTokenizer
 
     try:
-        tok = AutoTokenizer.from_pretrained(path, use_fast=True)
+        tok = AutoTokenizer.from_pretrained(path, use_fast=True, trust_remote_code=False)
     except (OSError, ValueError) as err:
         raise NotAMaskedLMError(f"--tokenizer {path!r} cannot be loaded: {err}") from err
     if not getattr(tok, "is_fast", False):
@@ -113,7 +117,7 @@ def load_fast_tokenizer(path: str) -> object:
     return tok
 
 
-def _head_function(model: nn.Module) -> Optional[Callable[[torch.Tensor], torch.Tensor]]:
+def _head_function(model: PreTrainedModel) -> Optional[Callable[[torch.Tensor], torch.Tensor]]:
     """The module mapping final hidden states to vocabulary logits, if the architecture is known."""
     for attr in ("cls", "lm_head", "predictions"):
         head = getattr(model, attr, None)
@@ -141,7 +145,7 @@ def model_fingerprint(model: nn.Module) -> str:
 class MaskedLMCandidates:
     """Top-``k`` whole-word replacements at masked positions, batched across copies."""
 
-    def __init__(self, model: nn.Module, tokenizer: object, k: int = 15, batch_size: int = 32,
+    def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, k: int = 15, batch_size: int = 32,
                  word_filter: Optional[WordFilter] = None) -> None:
         self.model, self.tokenizer, self.k, self.batch_size = model.eval(), tokenizer, k, batch_size
         self.device = next(model.parameters()).device

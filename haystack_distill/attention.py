@@ -31,8 +31,8 @@ def query_key_modules(layer: nn.Module) -> Tuple[nn.Module, nn.Module, int]:
     holder = getattr(attention, "self", attention)
     for q_name, k_name in (("query", "key"), ("q_lin", "k_lin")):
         query, key = getattr(holder, q_name, None), getattr(holder, k_name, None)
-        if isinstance(query, nn.Linear) and isinstance(key, nn.Linear):
-            heads = getattr(holder, "num_attention_heads", None) or getattr(holder, "n_heads", None)
+        heads = getattr(holder, "num_attention_heads", None) or getattr(holder, "n_heads", None)
+        if isinstance(query, nn.Linear) and isinstance(key, nn.Linear) and heads is not None:
             return query, key, int(heads)
     raise ValueError(
         f"cannot find query/key projections in {type(layer).__name__}; attention_loss='scores' supports BERT, "

@@ -74,7 +74,7 @@ class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
     """Shows each flag's default after its help, except for required flags and help that states its default;
     keeps the paragraphs and list items of a description."""
 
-    def _get_help_string(self, action: argparse.Action) -> str:
+    def _get_help_string(self, action: argparse.Action) -> Optional[str]:
         text = action.help or ""
         if action.required or re.search(r"\bdefault\b", text, re.IGNORECASE):
             return text
@@ -208,7 +208,7 @@ def _config_value(key: str, value: Any, action: argparse.Action, path: str) -> A
 def _convert(where: str, value: Any, action: argparse.Action) -> Any:
     if isinstance(value, (dict, list, bool)):
         raise ValueError(f"{where}: expected a single value, got {value!r}.")
-    if action.type is None:
+    if not callable(action.type):  # no type (argparse's registered type names are not used here)
         value = str(value)
     else:
         try:

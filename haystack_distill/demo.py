@@ -100,8 +100,8 @@ def write_data(out: Path, cfg: DemoConfig) -> Path:
     from .synthetic import make_squad_dataset
 
     data = out / "data"
-    task = dict(min_people=cfg.min_people, max_people=cfg.max_people, facts_per_person=cfg.facts_per_person,
-                paraphrased=cfg.paraphrased)
+    task: Dict[str, Any] = dict(min_people=cfg.min_people, max_people=cfg.max_people,
+                                facts_per_person=cfg.facts_per_person, paraphrased=cfg.paraphrased)
     labelled = make_squad_dataset(cfg.teacher_paragraphs, seed=cfg.seed, **task)["data"][0]["paragraphs"]
     students = labelled[: cfg.labelled_paragraphs]
     if cfg.labelled_wordings:

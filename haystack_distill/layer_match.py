@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Sequence, Tuple, Union, cast
 
 import torch
 from torch import Tensor, nn
@@ -27,10 +27,15 @@ from .attention import AttentionScores
 from .defaults import ATTENTION_WEIGHT
 from .losses import get_loss, hidden_projections, layerwise_hidden_mse
 
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
+
 __all__ = ["ATTENTION_WEIGHT", "LayerMatchLoss", "LayerMatchWeights"]
 
 #: One forward pass: (the task output or None, the hidden states, the attention of each matched layer).
 Outputs = Tuple[Any, Sequence[Tensor], Dict[int, Tensor]]
+#: The unweighted terms by name; a sum over an empty layer mapping is the int 0.
+Terms = Dict[str, Union[Tensor, int]]
 
 
 @dataclass(frozen=True)
@@ -43,10 +48,11 @@ class LayerMatchWeights:
     attention_loss: str = "scores"  # "scores", "kl" or "none" (not computed)
     temperature: float = 1.0  # softens the attention distributions of "kl"; "scores" ignores it
 
-    def total(self, terms: Dict[str, Tensor]) -> Tensor:
+    def total(self, terms: Terms) -> Tensor:
         """Weighted sum of ``terms`` (keys ``embeddings``, ``hidden`` and ``attention``)."""
         weights = {"embeddings": self.embedding, "hidden": self.hidden, "attention": self.attention}
-        return sum(weights[name] * value for name, value in terms.items())
+        # a tensor: the embeddings term always is one
+        return cast(Tensor, sum(weights[name] * value for name, value in terms.items()))
 
 
 class LayerMatchLoss(nn.Module):
@@ -80,7 +86,7 @@ class LayerMatchLoss(nn.Module):
     def teacher(self) -> Any:
         return self._models[1]
 
-    def encoder(self, model: Any) -> nn.Module:
+    def encoder(self, model: Any) -> PreTrainedModel:
         """The transformers encoder of ``model`` (its width and attention layers)."""
         return model
 
@@ -95,9 +101,9 @@ class LayerMatchLoss(nn.Module):
         kind = self.weights.attention_loss
         with AttentionScores(self.encoder(model), layers) if kind == "scores" else nullcontext() as scores:
             extra, hidden, probs = self.call(model, batch, kind == "kl")
-            if kind == "scores":
+            if scores is not None:  # kind == "scores"
                 return extra, hidden, {i: scores.get(i) for i in layers}
-        return extra, hidden, (dict(enumerate(probs)) if kind == "kl" else {})
+        return extra, hidden, (dict(enumerate(probs)) if kind == "kl" and probs is not None else {})
 
     @torch.no_grad()
     def teacher_outputs(self, batch: Dict[str, Tensor]) -> Outputs:
@@ -113,14 +119,14 @@ class LayerMatchLoss(nn.Module):
         hidden = [torch.cat([p[1][j] for p in parts]) for j in range(len(parts[0][1]))]
         return extra, hidden, {k: torch.cat([p[2][k] for p in parts]) for k in parts[0][2]}
 
-    def layer_terms(self, batch: Dict[str, Tensor]) -> Tuple[Dict[str, Tensor], Any, Any]:
+    def layer_terms(self, batch: Dict[str, Tensor]) -> Tuple[Terms, Any, Any]:
         """The unweighted terms (``embeddings``, ``hidden``, ``attention`` unless off) and the student's and the
         teacher's task outputs."""
         t_extra, t_hidden, t_attn = self.teacher_outputs(batch)
         s_extra, s_hidden, s_attn = self.run(self.student, batch, list(self.mapping))
         mask = batch[self.mask_key]
         embeddings, hidden = layerwise_hidden_mse(s_hidden, t_hidden, self.mapping, self.projections, mask)
-        terms = {"embeddings": embeddings, "hidden": hidden}
+        terms: Terms = {"embeddings": embeddings, "hidden": hidden}
         if self.attention is not None:
             terms["attention"] = sum(self.attention(s_attn[s], t_attn[t], self.weights.temperature, mask)
                                      for s, t in self.mapping.items())

@@ -39,7 +39,7 @@ FACTS = (  # (sentence template, question template, answer field)
 )
 
 #: (answer field, sentence wordings, question wordings): the paraphrased task's facts.
-RELATIONS = (
+RELATIONS: Tuple[Tuple[str, Tuple[str, ...], Tuple[str, ...]], ...] = (
     ("city", ("{name} was born in {city}.", "{name} is a native of {city}.", "The birthplace of {name} is {city}."),
      ("Where was {name} born?", "What is the birthplace of {name}?", "In which city was {name} born?")),
     ("home", ("{name} lives in {home}.", "{name} moved to {home}.", "These days {name} resides in {home}."),

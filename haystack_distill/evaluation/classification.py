@@ -178,7 +178,7 @@ def model_size_mib(model: nn.Module) -> float:
 
 
 def _model_device(model: nn.Module) -> torch.device:
-    first = next(model.parameters(), None)
+    first: Optional[Tensor] = next(model.parameters(), None)
     if first is None:
         first = next(model.buffers(), None)
     return first.device if first is not None else torch.device("cpu")

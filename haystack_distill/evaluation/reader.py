@@ -172,8 +172,9 @@ def benchmark_reader(
                 timed = [evaluate_reader(reader, dev_file, speed_questions, batch_size)
                          for _ in range(max(1, repeats))]
         qps = sorted(r["questions_per_second"] for r in timed)[len(timed) // 2]
-        row = {"reader": name, "em": runs[0]["em"], "f1": runs[0]["f1"], "questions": runs[0]["questions"],
-               "questions_per_second": qps, **model_size(reader, path)}
+        row: Dict[str, Any] = {"reader": name, "em": runs[0]["em"], "f1": runs[0]["f1"],
+                               "questions": runs[0]["questions"], "questions_per_second": qps,
+                               **model_size(reader, path)}
         if path is not None:
             row["mb_on_disk"] = disk_size_mb(path)
         rows.append(row)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any, Dict, Sequence, Tuple
+from typing import Any, Dict, Sequence, Tuple, Type
 
 from ..cli_options import (
     add_device,
@@ -44,9 +44,10 @@ def check_stage_settings(args: argparse.Namespace, stages: Dict[str, Dict[str, A
     so a bad value (temperature 0, a weight above 1) is reported before the models load."""
     import warnings
 
-    from .config import IntermediateLayerConfig, PredictionLayerConfig
+    from .config import IntermediateLayerConfig, PredictionLayerConfig, ReaderStageConfig
 
-    classes = {"intermediate": IntermediateLayerConfig, "prediction": PredictionLayerConfig}
+    classes: Dict[str, Type[ReaderStageConfig]] = {"intermediate": IntermediateLayerConfig,
+                                                   "prediction": PredictionLayerConfig}
     with warnings.catch_warnings():  # an old value's FutureWarning is shown once, by the stage itself
         warnings.simplefilter("ignore", FutureWarning)
         for name, kwargs in stages.items():

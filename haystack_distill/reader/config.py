@@ -16,7 +16,7 @@ import math
 import warnings
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Dict, List, Literal, Optional, Type, TypeVar, Union
+from typing import Any, Dict, List, Literal, Optional, Tuple, Type, TypeVar, Union
 
 from ..defaults import ATTENTION_WEIGHT
 from ..layers import LayerMapping
@@ -26,9 +26,9 @@ KDMaskName = Literal["span", "padding", "none"]
 HardLossPadding = Literal["padded", "slices", "batch"]
 AttentionLossName = Literal["scores", "kl", "none"]
 KD_MASKS = ("span", "padding", "none")
-HARD_LOSS_PADDING = ("padded", "slices", "batch")
+HARD_LOSS_PADDING: Tuple[HardLossPadding, ...] = ("padded", "slices", "batch")
 #: Old names still accepted (with a FutureWarning), mapped to the current ones.
-HARD_LOSS_PADDING_ALIASES = {"max_seq_len": "slices"}
+HARD_LOSS_PADDING_ALIASES: Dict[str, HardLossPadding] = {"max_seq_len": "slices"}
 ATTENTION_LOSSES = (*LOSSES["attention"], "none")
 ALIGNMENTS = ("offsets",)
 
@@ -134,7 +134,7 @@ class PredictionLayerConfig(ReaderStageConfig):
         return self
 
 
-def hard_loss_padding_name(value: str) -> str:
+def hard_loss_padding_name(value: str) -> HardLossPadding:
     """The current name of a ``hard_loss_padding`` value: ``"max_seq_len"`` still works as ``"slices"`` (warned).
 
     Example:

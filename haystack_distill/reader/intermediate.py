@@ -116,6 +116,7 @@ class IntermediateStage(ReaderStage):
     name = "intermediate_layers"
     save_suffix = "_tinybert_stage_1"
     config: IntermediateLayerConfig
+    teacher: Any  # required: check() refuses a stage without one (check_pair)
 
     def check(self, inputs: StageInputs) -> None:
         c = self.config

@@ -125,11 +125,12 @@ def finish(student: Any, inputs: StageInputs, data: StageData, metrics: Dict[str
            extra: Optional[Callable[[Path], None]] = None) -> Dict[str, Any]:
     """Add dev/test EM/F1 to ``metrics``, save the student with its run record (and ``extra(folder)``'s files),
     return the metrics with ``save_dir``."""
-    if data.dev:
-        metrics.update(make_eval_fn(student, data.dev)())
-    if inputs.test is not None:
-        test = make_eval_fn(student, read_paragraphs(inputs.test))()
-        metrics.update({f"test_{k}": v for k, v in test.items()})
+    evaluate_dev = make_eval_fn(student, data.dev)
+    if evaluate_dev is not None:
+        metrics.update(evaluate_dev())
+    evaluate_test = make_eval_fn(student, read_paragraphs(inputs.test)) if inputs.test is not None else None
+    if evaluate_test is not None:
+        metrics.update({f"test_{k}": v for k, v in evaluate_test().items()})
     save_reader(student, inputs.save, {**record, "metrics": metrics}, extra)
     metrics["save_dir"] = str(inputs.save)
     return metrics

@@ -109,18 +109,19 @@ class PredictionStage(ReaderStage):
         if self.teacher is None and inputs.unlabeled is not None:
             raise ValueError("unlabeled_filename needs a teacher: unlabelled questions learn only from its answers; "
                              "use distil_prediction_layer_from(teacher, ...).")
-        if self.teacher is not None and c.tokenizer_alignment is None:
-            check_pair(self.teacher, self.student, max_seq_len)
-        elif self.teacher is not None:
-            from .cross_tokenizer import check_alignable
+        if self.teacher is not None:
+            if c.tokenizer_alignment is None:
+                check_pair(self.teacher, self.student, max_seq_len)
+            else:
+                from .cross_tokenizer import check_alignable
 
-            check_alignable(self.teacher, self.student, c.tokenizer_alignment, c.distillation_loss)
+                check_alignable(self.teacher, self.student, c.tokenizer_alignment, c.distillation_loss)
 
     def teacher_targets(self, data: StageData, inputs: StageInputs, device: torch.device, scratch: Path) -> bool:
         if self.teacher is None:
             return False
         c = self.config
-        extra = {"dev_split": c.dev_split, "seed": c.seed if c.dev_split else None}
+        extra: Dict[str, Any] = {"dev_split": c.dev_split, "seed": c.seed if c.dev_split else None}
         if inputs.unlabeled is not None:  # absent otherwise, so the caches of earlier runs stay valid
             extra["unlabeled_file"] = fingerprint_file(inputs.unlabeled)
         key = teacher_key(self.teacher, self.student, inputs.train, inputs.settings, extra)

@@ -33,6 +33,8 @@ def stage_inputs(student: Any, teacher: Optional[Any], config: ReaderStageConfig
                  ) -> StageInputs:
     """Check the data files and ``save_dir`` (before any model work) and resolve the sequence settings."""
     train_path = data_path(config.data_dir, config.train_filename)
+    if train_path is None:
+        raise ValueError("train_filename is empty; name the SQuAD file to train on.")
     dev, test = data_path(config.data_dir, config.dev_filename), data_path(config.data_dir, config.test_filename)
     save = check_save_dir(Path(config.save_dir) if config.save_dir else default_save_dir(student, save_suffix),
                           [r for r in (teacher, student) if r is not None])

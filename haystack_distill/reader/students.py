@@ -142,7 +142,7 @@ def plan_student(source: PathLike, layers: Optional[int], output: PathLike, keep
         raise ValueError("say how deep the student is: --layers N (every n/N-th layer) or --keep 0,2,4.")
     else:
         indices = base_layer_indices(n_layers, layers)
-    check_output_dir(output, [source], marker=RUN_MARKER, legacy=LEGACY_OUTPUT)
+    check_output_dir(Path(output), [source], marker=RUN_MARKER, legacy=LEGACY_OUTPUT)
     ensure_new_output(output, overwrite)
     return StudentPlan(source, kind, n_layers, indices, Path(output))
 
