@@ -214,7 +214,7 @@ class SquadAugmenter:
         paragraphs = article["paragraphs"]
         contexts = [p["context"] for p in paragraphs]
         protected = [_answer_spans(p) for p in paragraphs]
-        all_slots = self.find_slots(contexts, protected)
+        all_slots = self.find_slots(contexts, protected) if contexts else []  # an article may have no paragraphs
         rng = random.Random(f"haystack-distill-augment/{self.settings.seed}/{article_index}")
         stats: Counter = Counter(articles=1)
         out_paragraphs = []

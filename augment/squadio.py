@@ -16,6 +16,7 @@ Example:
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import json
 import logging
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Tuple, Union
 
 from haystack_distill.io import atomic_write_text, atomic_writer
+from haystack_distill.safety import check_own_folder
 from haystack_distill.squad import SquadFormatError
 
 logger = logging.getLogger(__name__)
@@ -140,6 +142,12 @@ def write_squad_stream(path: PathLike, header: Dict[str, Any], article_json: Ite
     return Path(path)
 
 
+def _progress_entry(path: Path) -> bool:
+    """Is ``path`` an entry :class:`Progress` writes (its run file, finished articles, their temporary files)?"""
+    return path.is_file() and (path.name == "run.json" or fnmatch.fnmatch(path.name, "article-*.json")
+                               or fnmatch.fnmatch(path.name, ".*.tmp"))
+
+
 class Progress:
     """Finished articles of one run, one file each in ``<output>.partial/``, so a killed run can resume.
 
@@ -157,6 +165,7 @@ class Progress:
 
         Raises ``ValueError`` on a difference unless ``discard_other``. Changes nothing on disk.
         """
+        check_own_folder(self.dir, _progress_entry, "move them away or choose another output path.")
         if not self.meta_path.is_file():
             return []
         old = json.loads(self.meta_path.read_text(encoding="utf-8"))
@@ -174,6 +183,7 @@ class Progress:
         ``fingerprints`` are compared key by key with a previous run's; on a mismatch the old progress is
         deleted when ``discard_other`` else a ``ValueError`` says how to proceed.
         """
+        check_own_folder(self.dir, _progress_entry, "move them away or choose another output path.")
         if self.meta_path.is_file():
             old = json.loads(self.meta_path.read_text(encoding="utf-8"))
             differs = self.check(fingerprints, discard_other)

@@ -289,6 +289,23 @@ def build_student(teacher: nn.Module, config: GeneralDistillationConfig) -> tupl
     return keep_layers(teacher, sorted(keep)), sorted(keep)
 
 
+def _checkpoint_entry(path: Path) -> bool:
+    """Is ``path`` an entry the training loop writes in its checkpoint folder?"""
+    return path.is_dir() and (path.name.startswith("step-") or path.name.startswith(".tmp-step-"))
+
+
+def remove_own_checkpoints(folder: Path, run_fields: Dict[str, Any]) -> None:
+    """Delete this run's checkpoints in ``folder`` (and ``folder`` once empty); another run's stay."""
+    from .training import checkpoint_run_id, run_id
+
+    mine = run_id(run_fields)
+    for entry in folder.iterdir() if folder.is_dir() else ():
+        if _checkpoint_entry(entry) and (entry.name.startswith(".tmp-") or checkpoint_run_id(entry) == mine):
+            shutil.rmtree(entry, ignore_errors=True)
+    if folder.is_dir() and not any(folder.iterdir()):
+        folder.rmdir()
+
+
 def distil_general(teacher: PathLike, texts: PathLike, output: PathLike,
                    config: Optional[GeneralDistillationConfig] = None, **overrides: Any) -> Dict[str, Any]:
     """Distil the encoder in folder ``teacher`` into a shallower student on the plain text in ``texts``.
@@ -308,10 +325,12 @@ def distil_general(teacher: PathLike, texts: PathLike, output: PathLike,
 
     from .io import atomic_dir
     from .model_card import write_model_card
-    from .safety import check_finite, check_output_dir, write_manifest
+    from .safety import check_finite, check_output_dir, check_own_folder, write_manifest
 
     config = GeneralDistillationConfig(**{**asdict(config or GeneralDistillationConfig()), **overrides}).validate()
     output = check_output_dir(output, inputs=[teacher] + ([config.student] if config.student else []))
+    checkpoints = output.with_name(f"{output.name}.checkpoints")
+    check_own_folder(checkpoints, _checkpoint_entry, "move them away or choose another --output.")
     modules = sentence_modules(teacher)
     lines = read_texts(texts, config.min_words)
     if not lines:
@@ -333,7 +352,7 @@ def distil_general(teacher: PathLike, texts: PathLike, output: PathLike,
     train_config = TrainConfig(
         n_epochs=config.epochs, batch_size=config.batch_size, learning_rate=config.learning_rate,
         warmup_proportion=config.warmup_proportion, weight_decay=config.weight_decay, seed=config.seed,
-        device=config.device, checkpoint_dir=str(output.with_name(f"{output.name}.checkpoints")),
+        device=config.device, checkpoint_dir=str(checkpoints),
         checkpoint_every=config.checkpoint_every, resume=config.resume, show_progress=config.show_progress,
         length_key="attention_mask", sequence_keys=("input_ids", "attention_mask", "token_type_ids"))
     train_config.run_fields = {**config_fields(train_config), "stage": "general", "keep": keep,
@@ -354,8 +373,7 @@ def distil_general(teacher: PathLike, texts: PathLike, output: PathLike,
         write_model_card(tmp, general_card(teacher, texts, output.name, config, {"keep": keep, "mapping": mapping},
                                            scores, bool(sentence)))
         write_manifest(tmp, f"general distillation of {teacher}")
-    if train_config.checkpoint_dir:  # ours; the finished model replaces them
-        shutil.rmtree(train_config.checkpoint_dir, ignore_errors=True)
+    remove_own_checkpoints(checkpoints, train_config.run_fields)  # the finished model replaces them
     return {"loss": result.loss, **loss.last_terms, "global_step": result.global_step, "keep": keep,
             "mapping": mapping, "windows": len(data["input_ids"]), "output": str(output),
             "sentence_transformers": bool(sentence)}

@@ -108,11 +108,15 @@ def atomic_write_json(path: PathLike, obj: Any, indent: int = 2) -> Path:
 
 
 def ensure_new_output(path: PathLike, overwrite: bool = False, flag: str = "--overwrite") -> Path:
-    """Refuse to replace an existing file or non-empty directory unless ``overwrite`` is set."""
+    """Refuse to replace an existing file or non-empty directory unless ``overwrite`` is set, or to write where
+    nothing can be created (:func:`haystack_distill.safety.check_writable`)."""
+    from .safety import check_writable
+
     path = Path(path)
     exists = path.is_file() or (path.is_dir() and any(path.iterdir()))
     if exists and not overwrite:
         raise FileExistsError(f"{path} already exists; choose another output path or pass {flag} to replace it.")
+    check_writable(path)
     return path
 
 

@@ -2,7 +2,10 @@
 
 - :func:`check_output_dir`: an output folder is never an input's folder (or inside one) and never a folder
   holding files we did not write; a previous output of ours (listed in its manifest) may be replaced.
-- :func:`write_manifest`: the list of files we wrote, so a later run can tell ours from the user's.
+- :func:`write_manifest`: the files we wrote and their hashes, so a later run can tell ours from the user's
+  (an edited weights file counts as the user's).
+- :func:`check_writable`: an output's folder can be written before any work starts.
+- :func:`check_own_folder`: a side folder we write into and delete (checkpoints, progress) holds only our entries.
 - :func:`check_finite`: a model with NaN/inf weights is refused before it is saved.
 - :func:`check_finite_value`: training stops at the first non-finite loss or gradient norm.
 - :func:`check_finite_array`: cached teacher outputs with NaN/inf are refused.
@@ -11,10 +14,13 @@
 from __future__ import annotations
 
 import fnmatch
+import hashlib
 import json
 import math
+import os
+import tempfile
 from pathlib import Path
-from typing import Any, Iterable, Optional, Sequence, Union
+from typing import Any, Callable, Dict, Iterable, Optional, Sequence, Union
 
 import torch
 from torch import nn
@@ -128,33 +134,90 @@ def check_output_dir(output: PathLike, inputs: Iterable[Any] = (), marker: Optio
                                     "that input. Choose another folder.")
     if out.is_file():
         raise UnsafeOutputError(f"output {output} is a file; give a folder path.")
+    check_writable(out)
     if out.is_dir() and any(out.iterdir()):
         foreign = foreign_files(out, marker, legacy)
         if foreign:
             shown = ", ".join(sorted(foreign)[:5])
-            raise UnsafeOutputError(f"output folder {output} holds files this tool did not write ({shown}); choose a "
-                                    "new or empty folder, or move those files away.")
+            raise UnsafeOutputError(f"output folder {output} holds files this tool did not write or that were "
+                                    f"changed since ({shown}); choose a new or empty folder, or move those files "
+                                    "away.")
     return out
 
 
+def check_writable(output: PathLike) -> Path:
+    """Return ``output`` if a file or folder can be created beside it; raise :class:`UnsafeOutputError` first
+    otherwise (its nearest existing parent is a file, or creating an entry there fails), so a run never fails
+    only at save time.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> check_writable(pathlib.Path(tempfile.mkdtemp()) / "a" / "b").name
+        'b'
+    """
+    path = Path(output).expanduser().absolute()
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise UnsafeOutputError(f"cannot write {output}: {parent} is a file, not a folder. Choose another path.")
+    try:
+        fd, probe = tempfile.mkstemp(dir=parent, prefix=".haystack-distill-probe-")
+    except OSError as err:
+        raise UnsafeOutputError(f"cannot write {output}: creating a file in {parent} fails ({err.strerror}). "
+                                "Choose a folder you can write to.") from err
+    os.close(fd)
+    os.unlink(probe)
+    return path
+
+
+def check_own_folder(folder: PathLike, ours: Callable[[Path], bool], fix: str) -> None:
+    """Refuse a side folder a run writes into and later deletes (checkpoints, progress) if it holds an entry
+    ``ours`` does not recognise: it is the user's, and deleting the folder would lose it. ``fix`` ends the
+    message."""
+    folder = Path(folder).expanduser()
+    if folder.is_file():
+        raise UnsafeOutputError(f"{folder} is a file this tool did not write, where it keeps its working files; "
+                                f"{fix}")
+    foreign = sorted(p.name for p in folder.iterdir() if not ours(p)) if folder.is_dir() else []
+    if foreign:
+        raise UnsafeOutputError(f"{folder} holds entries this tool did not write ({', '.join(foreign[:5])}), "
+                                f"where it keeps its working files and deletes them when done; {fix}")
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def foreign_files(folder: Path, marker: Optional[str] = None, legacy: Sequence[str] = ()) -> list:
-    """Files in ``folder`` not listed in its manifest (all of them when it has none, unless ``marker`` marks an
-    older output of ours: then those not matching a ``legacy`` pattern)."""
+    """Files in ``folder`` not listed in its manifest, or listed with another hash (edited since we wrote them);
+    all of them when it has none, unless ``marker`` marks an older output of ours: then those not matching a
+    ``legacy`` pattern."""
     listed: set = set()
+    hashes: Dict[str, str] = {}
     manifest = folder / MANIFEST
     present = {str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()}
     if manifest.is_file():
         try:
-            listed = set(json.loads(manifest.read_text())["files"]) | {MANIFEST}
+            content = json.loads(manifest.read_text())
+            listed = set(content["files"]) | {MANIFEST}
+            hashes = dict(content.get("sha256", {}))
         except (ValueError, KeyError, TypeError):
             listed = set()
     elif marker and (folder / marker).is_file():
         listed = {name for name in present if any(fnmatch.fnmatch(name, pattern) for pattern in legacy)}
-    return sorted(present - listed)
+    edited = {name for name, digest in hashes.items() if name in present and _sha256(folder / name) != digest}
+    return sorted((present - listed) | edited)
 
 
 def write_manifest(folder: Path, what: str) -> None:
-    """List every file now in ``folder`` as ours (call last, inside the temporary folder before the swap)."""
+    """List every file now in ``folder`` as ours, with its SHA-256 (call last, inside the temporary folder before
+    the swap)."""
     files = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST)
-    (folder / MANIFEST).write_text(json.dumps({"written_by": "haystack-distill", "what": what, "files": files},
+    (folder / MANIFEST).write_text(json.dumps({"written_by": "haystack-distill", "what": what, "files": files,
+                                               "sha256": {name: _sha256(folder / name) for name in files}},
                                               indent=1))

@@ -132,7 +132,7 @@ def test_a_previous_output_is_replaced_but_a_users_file_in_it_is_never_deleted(r
     _distil(reader_pair, tiny_squad, out, learning_rate=1e-3)  # ours: replaced, with a fresh manifest
     assert (out / "language_model.bin").read_bytes() != first and (out / MANIFEST).is_file()
     (out / "notes.txt").write_text("keep me")
-    with pytest.raises(UnsafeOutputError, match=r"did not write \(notes.txt\)"):
+    with pytest.raises(UnsafeOutputError, match=r"did not write or that were changed since \(notes.txt\)"):
         _distil(reader_pair, tiny_squad, out)
     assert (out / "notes.txt").read_text() == "keep me"
 
@@ -509,6 +509,91 @@ def test_a_tokenizer_larger_than_the_embedding_matrix_is_refused_naming_both_siz
                                          rf"{rows} rows"):
         student.distil_prediction_layer_from(teacher, str(tiny_squad), "train.json", save_dir=str(tmp_path / "o"),
                                              **FAST)
+
+
+# -- 2b. what a run writes and deletes is its own (issue 30) ---------------------------------------------------
+def test_an_edited_weights_file_in_a_previous_output_is_never_replaced(reader_pair, tiny_squad, tmp_path):
+    from haystack_distill.safety import UnsafeOutputError
+
+    out = tmp_path / "out"
+    _distil(reader_pair, tiny_squad, out)
+    weights = out / "language_model.bin"
+    edited = weights.read_bytes() + b"user's edit"
+    weights.write_bytes(edited)
+    with pytest.raises(UnsafeOutputError, match=r"changed since \(language_model.bin\)"):
+        _distil(reader_pair, tiny_squad, out)
+    assert weights.read_bytes() == edited
+
+
+UNWRITABLE = {"parent is a file": lambda tmp: tmp / "notes.txt" / "out",
+              "read-only file system": lambda tmp: __import__("pathlib").Path("/proc/haystack-distill-test/out")}
+
+
+@pytest.mark.parametrize("case", sorted(UNWRITABLE))
+def test_an_output_that_cannot_be_written_is_refused_before_the_teacher_pass(reader_pair, tiny_squad, tmp_path,
+                                                                            monkeypatch, case):
+    from haystack_distill.safety import UnsafeOutputError
+
+    (tmp_path / "notes.txt").write_text("a file")
+    _no_teacher_pass(reader_pair[0], monkeypatch)
+    with pytest.raises(UnsafeOutputError, match="cannot write .*out"):
+        _distil(reader_pair, tiny_squad, UNWRITABLE[case](tmp_path))
+
+
+def test_cli_output_file_that_cannot_be_written_is_one_line_exit_2(tiny_models, tiny_squad, tmp_path, capsys):
+    from haystack_distill.cli import main
+
+    (tmp_path / "notes.txt").write_text("a file")
+    code = main(["evaluate-reader", "--reader", str(tiny_models["teacher"]), "--squad", str(tiny_squad / "train.json"),
+                 "--output", str(tmp_path / "notes.txt" / "results.json")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and "cannot write" in err[-1] and "notes.txt is a file" in err[-1]
+
+
+def test_distil_general_never_deletes_a_users_checkpoints_folder(tmp_path, tmp_path_factory):
+    import test_general
+
+    from haystack_distill.general import distil_general
+    from haystack_distill.safety import UnsafeOutputError
+
+    teacher = test_general.teacher.__wrapped__(tmp_path_factory)
+    texts = test_general._texts(tmp_path / "texts.txt")
+    mine = tmp_path / "mine.checkpoints"
+    mine.mkdir()
+    (mine / "notes.md").write_text("keep me")
+    with pytest.raises(UnsafeOutputError, match=r"mine.checkpoints holds entries this tool did not write \(notes"):
+        distil_general(teacher, texts, tmp_path / "mine", layers=2, epochs=1, **test_general.FAST)
+    assert (mine / "notes.md").read_text() == "keep me" and not (tmp_path / "mine").exists()
+
+
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_augment_never_deletes_a_users_partial_folder(augment_inputs, tmp_path, overwrite):
+    from augment.api import augment_squad
+    from haystack_distill.safety import UnsafeOutputError
+
+    squad, mlm, glove = augment_inputs
+    partial = tmp_path / "out.json.partial"
+    partial.mkdir()
+    (partial / "notes.md").write_text("keep me")
+    with pytest.raises(UnsafeOutputError, match=r"out.json.partial holds entries this tool did not write"):
+        augment_squad(squad, tmp_path / "out.json", glove, str(mlm), device="cpu", show_progress=False,
+                      overwrite=overwrite)
+    assert (partial / "notes.md").read_text() == "keep me"
+
+
+def test_augment_keeps_an_article_without_paragraphs(augment_inputs, tmp_path):
+    import json
+
+    from augment.api import augment_squad
+
+    squad, mlm, glove = augment_inputs
+    data = json.loads(squad.read_text())
+    data["data"].append({"title": "empty", "paragraphs": []})
+    (tmp_path / "in.json").write_text(json.dumps(data))
+    augment_squad(tmp_path / "in.json", tmp_path / "out.json", glove, str(mlm), device="cpu", show_progress=False)
+    out = json.loads((tmp_path / "out.json").read_text())
+    assert out["data"][-1] == {"title": "empty", "paragraphs": []}
+    assert not (tmp_path / "out.json.partial").exists()
 
 
 # -- 8. export-reader on hostile input (issue 30) ---------------------------------------------------------------
