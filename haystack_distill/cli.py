@@ -196,6 +196,9 @@ def _config_value(key: str, value: Any, action: argparse.Action, path: str) -> A
             return action.const
         return value
     if value is None:
+        if action.required or action.default is not None:
+            keep = "it is required" if action.required else f"its default is {action.default!r}"
+            raise ValueError(f"{where}: null is not a value; give one or leave the key out ({keep}).")
         return None
     many = action.nargs in ("+", "*") or isinstance(action, argparse._AppendAction)
     if many:

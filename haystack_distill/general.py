@@ -38,7 +38,7 @@ from .defaults import ATTENTION_WEIGHT
 from .io import decode_utf8
 from .layer_match import LayerMatchLoss, LayerMatchWeights
 from .layers import count_layers, keep_layers, resolve_layer_mapping, spread_layer_indices
-from .teacher_cache import fingerprint_file
+from .teacher_cache import fingerprint_file, fingerprint_module
 from .tokenizers import check_vocab_fits
 from .training import TrainConfig, config_fields, train
 
@@ -94,8 +94,10 @@ class GeneralDistillationConfig:
             raise ValueError(f"stride={self.stride} must be 1..max_seq_len-2 ({self.max_seq_len - 2}).")
         if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
             raise ValueError(f"learning_rate must be a positive number, got {self.learning_rate}.")
-        if min(self.hidden_weight, self.attention_weight) < 0:
-            raise ValueError("hidden_weight and attention_weight must be >= 0.")
+        for name in ("hidden_weight", "attention_weight"):
+            if not 0 <= getattr(self, name) < math.inf:
+                raise ValueError(f"{name} must be a number >= 0, got {getattr(self, name)!r}; 0 switches the term "
+                                 "off.")
         return self
 
 
@@ -163,6 +165,24 @@ class GeneralDistillationLoss(LayerMatchLoss):
     def __init__(self, student: Any, teacher: Any, mapping: Dict[int, int], hidden_weight: float = 1.0,
                  attention_weight: float = ATTENTION_WEIGHT) -> None:
         super().__init__(student, teacher, mapping, general_weights(hidden_weight, attention_weight))
+
+
+def check_positions(max_seq_len: int, folders: Dict[str, Optional[PathLike]]) -> None:
+    """Refuse a ``max_seq_len`` longer than a model folder's positions (read from its ``config.json``, before any
+    model loads), naming the limit and the fix; ``folders`` maps a role to its folder (None is skipped)."""
+    from .tokenizers import max_positions
+
+    for role, folder in folders.items():
+        config_file = Path(folder) / "config.json" if folder else None
+        if config_file is None or not config_file.is_file():
+            continue
+        try:
+            limit = max_positions(json.loads(config_file.read_text(encoding="utf-8")))
+        except ValueError:
+            continue  # unreadable: the loader names it
+        if limit is not None and max_seq_len > limit:
+            raise ValueError(f"max_seq_len={max_seq_len} (--max-seq-len) is longer than the {role} {folder} can read "
+                             f"({limit} positions); pass {limit} or less.")
 
 
 def _load_encoder(path: PathLike, role: str) -> nn.Module:
@@ -289,6 +309,9 @@ def build_student(teacher: nn.Module, config: GeneralDistillationConfig) -> tupl
     return keep_layers(teacher, sorted(keep)), sorted(keep)
 
 
+UNUSED = ("pooler.",)  # weights the layer-matching loss never reads (transformers may re-initialise them on load)
+
+
 def _checkpoint_entry(path: Path) -> bool:
     """Is ``path`` an entry the training loop writes in its checkpoint folder?"""
     return path.is_dir() and (path.name.startswith("step-") or path.name.startswith(".tmp-step-"))
@@ -331,6 +354,7 @@ def distil_general(teacher: PathLike, texts: PathLike, output: PathLike,
     output = check_output_dir(output, inputs=[teacher] + ([config.student] if config.student else []))
     checkpoints = output.with_name(f"{output.name}.checkpoints")
     check_own_folder(checkpoints, _checkpoint_entry, "move them away or choose another --output.")
+    check_positions(config.max_seq_len, {"teacher": teacher, "student": config.student})
     modules = sentence_modules(teacher)
     lines = read_texts(texts, config.min_words)
     if not lines:
@@ -358,7 +382,9 @@ def distil_general(teacher: PathLike, texts: PathLike, output: PathLike,
     train_config.run_fields = {**config_fields(train_config), "stage": "general", "keep": keep,
                                "mapping": mapping, "texts": fingerprint_file(Path(texts)),
                                "max_seq_len": config.max_seq_len, "weights": (config.hidden_weight,
-                                                                              config.attention_weight)}
+                                                                              config.attention_weight),
+                               **{f"{role}_weights": fingerprint_module(model, exclude=UNUSED)
+                                  for role, model in (("teacher", teacher_model), ("student", student))}}
     logger.info("general distillation: %d windows, student layers %s, mapping %s", len(data["input_ids"]),
                 keep, mapping)
     result = train(student.to(config.device), data, loss, train_config, extra_modules=loss.projections)

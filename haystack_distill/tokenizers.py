@@ -15,12 +15,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 PROBE_TEXTS = (
     "Héllo WORLD, naïve café: the 1st Ünïcode test — 12,345.67 km²!",
     "Where did Beyoncé grow up? In Houston, Texas (USA).",
 )
+#: model types whose position ids start after the padding id (pad_token_id + 1 positions are never used)
+OFFSET_POSITIONS = ("roberta", "xlm-roberta", "xlm-roberta-xl", "camembert", "longformer", "data2vec-text",
+                    "roberta-prelayernorm", "mpnet", "ibert")
 SPECIAL_TOKEN_ATTRS = ("cls_token", "sep_token", "pad_token", "unk_token", "mask_token", "bos_token", "eos_token")
 
 
@@ -131,3 +134,19 @@ def check_tokenizer_compatibility(teacher_tokenizer: Any, student_tokenizer: Any
         + "\nFix: give the student the teacher's tokenizer (same vocab and settings), pick a student from the "
         "teacher's model family, or use embedding distillation, which needs no shared tokenizer."
     )
+
+
+def max_positions(config: Dict[str, Any]) -> Optional[int]:
+    """The longest input (tokens) an encoder config allows: ``max_position_embeddings``, less the positions a
+    RoBERTa-style model skips (``pad_token_id + 1``); None when the config does not say.
+
+    Example:
+        >>> max_positions({"model_type": "roberta", "max_position_embeddings": 514, "pad_token_id": 1})
+        512
+    """
+    positions = config.get("max_position_embeddings")
+    if not isinstance(positions, int) or isinstance(positions, bool):
+        return None
+    if config.get("model_type") in OFFSET_POSITIONS:
+        positions -= int(config.get("pad_token_id") or 1) + 1
+    return positions

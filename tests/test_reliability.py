@@ -14,6 +14,7 @@
    embedding matrix (both sizes named).
 """
 
+import json
 import math
 
 import pytest
@@ -22,6 +23,7 @@ from conftest import kill_augmentation_on_second_article
 from torch import nn
 
 from haystack_distill.safety import DivergenceError
+from haystack_distill.squad import SquadFormatError
 from haystack_distill.training import TrainConfig, train
 
 
@@ -346,12 +348,11 @@ def test_an_explicitly_named_corrupt_checkpoint_and_no_good_one_are_errors(tmp_p
         _resolve_resume(_config(tmp_path, resume=str(steps[-1])))
     for step in steps:
         (step / "state.pt").write_bytes(b"x")
-    with pytest.raises(CheckpointCorruptError, match="No readable checkpoint is left"):
+    with pytest.raises(CheckpointCorruptError, match="No readable checkpoint is left.*start again without --resume"):
         _resolve_resume(_config(tmp_path, resume=True))
 
 
 def test_resuming_after_editing_the_training_file_is_refused(reader_pair, tiny_squad, tmp_path):
-    import json
     import shutil
 
     from haystack_distill.training import CheckpointMismatchError
@@ -396,8 +397,6 @@ def test_the_hf_trainer_adapter_stops_on_a_nan_loss_and_never_saves_nan_weights(
 @pytest.fixture()
 def augment_inputs(tmp_path_factory):
     """(squad file, MLM folder, GloVe file) built by test_augment's fixtures' recipe."""
-    import json
-
     import test_augment
 
     root = tmp_path_factory.mktemp("aug")
@@ -408,8 +407,6 @@ def augment_inputs(tmp_path_factory):
 
 
 def test_a_truncated_progress_file_is_redone_on_resume(augment_inputs, tmp_path, monkeypatch, caplog):
-    import json
-
     from augment.api import augment_squad
 
     squad, mlm, glove = augment_inputs
@@ -582,8 +579,6 @@ def test_augment_never_deletes_a_users_partial_folder(augment_inputs, tmp_path, 
 
 
 def test_augment_keeps_an_article_without_paragraphs(augment_inputs, tmp_path):
-    import json
-
     from augment.api import augment_squad
 
     squad, mlm, glove = augment_inputs
@@ -594,6 +589,14 @@ def test_augment_keeps_an_article_without_paragraphs(augment_inputs, tmp_path):
     out = json.loads((tmp_path / "out.json").read_text())
     assert out["data"][-1] == {"title": "empty", "paragraphs": []}
     assert not (tmp_path / "out.json.partial").exists()
+
+
+def test_a_reader_path_with_an_equals_sign_is_a_path_not_name_equals_path(tmp_path):
+    from haystack_distill.evaluation.cli import reader_paths
+
+    odd = tmp_path / "lr=1e-4"
+    odd.mkdir()
+    assert reader_paths([str(odd), f"best={odd}"]) == {str(odd): str(odd), "best": str(odd)}
 
 
 # -- 8. export-reader on hostile input (issue 30) ---------------------------------------------------------------
@@ -657,8 +660,6 @@ def test_export_reader_refuses_an_opset_it_cannot_write_before_loading(haystack_
 
 
 def test_export_reader_max_seq_len_is_checked_against_the_positions_of_the_model(tmp_path, capsys):
-    import json
-
     reader = _tiny_qa(tmp_path / "short", max_position_embeddings=64)
     code, err = _export_cli(capsys, "--reader", reader, "--output", tmp_path / "out")
     assert code == 2 and "--max-seq-len 256 is longer than the reader can read" in err
@@ -670,8 +671,6 @@ def test_export_reader_max_seq_len_is_checked_against_the_positions_of_the_model
 
 
 def test_a_reader_with_one_token_type_exports_without_token_type_ids(tmp_path):
-    import json
-
     import numpy as np
     import onnxruntime
     from transformers import AutoModelForQuestionAnswering, AutoTokenizer
@@ -720,7 +719,6 @@ def test_export_reader_never_writes_inside_the_reader_folder(haystack_reader, tm
 
 
 def test_the_work_folder_of_a_killed_export_is_removed_by_the_next_run_but_no_one_elses(tmp_path):
-    import json
     import os
     import signal
     import socket
@@ -751,8 +749,6 @@ def test_the_work_folder_of_a_killed_export_is_removed_by_the_next_run_but_no_on
 
 
 def test_a_folders_own_modelling_code_is_never_run(tmp_path):
-    import json
-
     from conftest import build_tiny_bert
 
     from haystack_distill.general import _load_encoder
@@ -770,3 +766,181 @@ def test_a_folders_own_modelling_code_is_never_run(tmp_path):
     with pytest.raises(ValueError, match=r"teacher .*custom cannot be loaded .*trust_remote_code=True"):
         _load_encoder(folder, "teacher")
     assert not ran.exists()
+
+
+# -- 9. inputs that became silently wrong results or tracebacks (issue 30) -------------------------------------
+@pytest.mark.parametrize("answer", [{"text": "Paris", "answer_start": True}, {"text": "", "answer_start": 0},
+                                    {"text": "Paris", "answer_start": -6}, {"text": " ", "answer_start": 5}])
+def test_answers_that_would_become_wrong_labels_are_refused(tmp_path, answer):
+    from haystack_distill.squad import validate_squad_file
+
+    context = "Paris is in France. Paris"
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps({"data": [{"paragraphs": [{"context": context, "qas": [
+        {"id": "q1", "question": "Where?", "answers": [answer]}]}]}]}))
+    with pytest.raises(SquadFormatError, match="q1"):
+        validate_squad_file(path)
+
+
+def test_evaluation_refuses_repeated_question_ids():
+    from haystack_distill.evaluation.reader import squad_questions
+
+    para = {"context": "Paris is in France.", "qas": [{"id": "a", "question": "Where?", "answers": []}] * 2}
+    with pytest.raises(ValueError, match="1 question ids occur more than once.*'a'"):
+        squad_questions([para])
+    assert len(squad_questions([{**para, "qas": para["qas"][:1]}], max_questions=5)) == 1
+
+
+def test_result_files_are_strict_json(tmp_path):
+    from haystack_distill.io import atomic_write_json
+
+    path = atomic_write_json(tmp_path / "r.json", {"loss": float("nan"), "rows": [{"f1": float("-inf")}, 2.5]})
+
+    def refuse(name):
+        raise ValueError(f"non-standard JSON constant {name}")
+
+    assert json.loads(path.read_text(), parse_constant=refuse) == {"loss": None, "rows": [{"f1": None}, 2.5]}
+
+
+def test_windows_with_gaps_are_refused_before_any_model_loads(monkeypatch, capsys):
+    from haystack_distill import cli
+    from haystack_distill.reader import DistillableFARMReader
+
+    monkeypatch.setattr(DistillableFARMReader, "__init__", lambda *a, **k: pytest.fail("a model was loaded"))
+    code = cli.main(["evaluate-reader", "--reader", "x", "--squad", "y.json", "--max-seq-len", "128"])
+    assert code == 2
+    assert "doc_stride=128 must be smaller than max_seq_len - max_query_length = 128 - 64 = 64" in \
+        capsys.readouterr().err
+
+
+def test_a_yaml_config_with_aliases_is_refused_before_it_expands(tmp_path, capsys):
+    from haystack_distill.cli import main
+
+    bomb = tmp_path / "bomb.yaml"
+    lines = ["a: &a [x, x, x, x, x, x, x, x, x]"] + [f"{c}: &{c} [*{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}]"
+                                                   for p, c in zip("abcdefgh", "bcdefghi")]
+    bomb.write_text("\n".join(lines) + "\n")
+    assert main(["make-transfer", "--config", str(bomb)]) == 2
+    assert "YAML aliases (*name) are not supported" in capsys.readouterr().err
+
+
+def test_a_damaged_features_cache_is_recomputed_not_reused(tiny_models, tiny_squad, tmp_path, caplog):
+    import logging
+
+    import torch
+
+    from haystack_distill.reader import DistillableFARMReader, data
+
+    reader = DistillableFARMReader(str(tiny_models["student"]), use_gpu=False, max_seq_len=96, doc_stride=32,
+                                   max_query_length=24, num_processes=0, progress_bar=False)
+    proc = data.build_processor(reader, 96, 32, 24)
+    paragraphs = data.read_paragraphs(tiny_squad / "train.json")
+    fresh = data.cached_features(proc, paragraphs, True, tmp_path)
+    (stored,) = (tmp_path / "features").glob("*.safetensors")
+    raw = bytearray(stored.read_bytes())
+    raw[-10] ^= 0xFF  # a flipped byte in the tensor data: still a readable file, with other values
+    stored.write_bytes(bytes(raw))
+    with caplog.at_level(logging.WARNING):
+        again = data.cached_features(proc, paragraphs, True, tmp_path)
+    assert "is damaged or unverified" in caplog.text
+    assert all(torch.equal(fresh[k], again[k]) for k in fresh)
+    stored.write_bytes(stored.read_bytes()[:100])  # truncated: recomputed too, no SafetensorError
+    assert all(torch.equal(fresh[k], v) for k, v in data.cached_features(proc, paragraphs, True, tmp_path).items())
+
+
+@pytest.mark.parametrize("content, match", [(b"\x7fELF\x02\x01\x01\x00" * 40, "binary"),
+                                             ("caf\u00e9 au lait is served hot every single day\n".encode("latin-1"),
+                                              "not UTF-8")])
+def test_general_distillation_refuses_text_that_is_not_text(tmp_path, content, match):
+    from haystack_distill.general import read_texts
+
+    path = tmp_path / "texts.txt"
+    path.write_bytes(content)
+    with pytest.raises(ValueError, match=match):
+        read_texts(path)
+    with pytest.raises(ValueError, match="is a folder"):
+        read_texts(tmp_path)
+
+
+def test_resuming_with_another_student_is_refused_not_adopted(reader_pair, tiny_models, tiny_squad, tmp_path):
+    from haystack_distill.reader import DistillableFARMReader
+    from haystack_distill.training import CheckpointMismatchError
+
+    _distil(reader_pair, tiny_squad, tmp_path / "first", checkpoint_root_dir=tmp_path / "ck", checkpoint_every=2)
+    assert list((tmp_path / "ck").rglob("state.pt"))  # the earlier run's checkpoints are still there
+    other = DistillableFARMReader(str(tiny_models["student_same_width"]), **READER_KW)
+    with pytest.raises(CheckpointMismatchError, match=r"different run: .*student_weights.*--checkpoint-dir"):
+        other.distil_prediction_layer_from(reader_pair[0], str(tiny_squad), "train.json",
+                                           save_dir=str(tmp_path / "second"), checkpoint_root_dir=tmp_path / "ck",
+                                           resume=True, **FAST)
+    assert not (tmp_path / "second").exists()
+
+
+def test_distil_general_resumed_with_another_teacher_is_refused(tmp_path, tmp_path_factory, monkeypatch):
+    import test_general
+
+    from haystack_distill.general import distil_general
+    from haystack_distill.layer_match import LayerMatchLoss
+    from haystack_distill.training import CheckpointMismatchError
+
+    teacher = test_general.teacher.__wrapped__(tmp_path_factory)
+    texts = test_general._texts(tmp_path / "texts.txt")
+    settings = dict(layers=2, epochs=2, checkpoint_every=3, **test_general.FAST)
+    original, calls = LayerMatchLoss.forward, {"n": 0}
+
+    def dies(self, batch):
+        calls["n"] += 1
+        if calls["n"] > 4 * 7:  # killed after the step-6 checkpoint
+            raise KeyboardInterrupt
+        return original(self, batch)
+
+    monkeypatch.setattr(LayerMatchLoss, "forward", dies)
+    with pytest.raises(KeyboardInterrupt):
+        distil_general(teacher, texts, tmp_path / "out", **settings)
+    monkeypatch.setattr(LayerMatchLoss, "forward", original)
+    other = tmp_path_factory.mktemp("other") / "teacher"
+    __import__("shutil").copytree(teacher, other)
+    from transformers import AutoModel
+
+    model = AutoModel.from_pretrained(str(other))
+    with torch.no_grad():
+        model.embeddings.word_embeddings.weight.mul_(2)
+    model.save_pretrained(str(other))
+    with pytest.raises(CheckpointMismatchError, match="different run"):
+        distil_general(other, texts, tmp_path / "out", **settings)
+    assert (tmp_path / "out.checkpoints" / "step-6").is_dir() and not (tmp_path / "out").exists()
+
+
+def test_a_null_config_value_names_its_key(tmp_path, capsys):
+    from haystack_distill.cli import main
+
+    config = tmp_path / "run.yaml"
+    config.write_text("teacher: null\ntexts: t.txt\noutput: out\nlayers: 2\n")
+    assert main(["distil-general", "--config", str(config)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].endswith("teacher: null is not a value; give one or leave the key out (it is required).")
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf, -1.0])
+def test_a_non_finite_or_negative_layer_weight_is_refused_when_set(value):
+    from haystack_distill.general import GeneralDistillationConfig
+    from haystack_distill.reader.config import IntermediateLayerConfig
+
+    with pytest.raises(ValueError, match=rf"attention_weight must be a number >= 0, got {value!r}"):
+        GeneralDistillationConfig(layers=2, attention_weight=value).validate()
+    with pytest.raises(ValueError, match=rf"attention_weight must be a number >= 0, got {value!r}"):
+        IntermediateLayerConfig(attention_weight=value).validate()
+
+
+def test_distil_general_max_seq_len_beyond_the_positions_is_refused_before_loading(tmp_path, tmp_path_factory,
+                                                                                  monkeypatch):
+    import test_general
+
+    from haystack_distill import general
+
+    teacher = test_general.teacher.__wrapped__(tmp_path_factory)
+    monkeypatch.setattr(general, "_load_encoder", lambda *a: pytest.fail("a model was loaded"))
+    with pytest.raises(ValueError, match=r"max_seq_len=300 \(--max-seq-len\) is longer than the teacher .* can read "
+                                         r"\(256 positions\); pass 256 or less"):
+        general.distil_general(teacher, test_general._texts(tmp_path / "t.txt"), tmp_path / "out", layers=2,
+                               **{**test_general.FAST, "max_seq_len": 300})

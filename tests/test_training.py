@@ -77,7 +77,7 @@ def test_resume_refuses_a_different_run(tmp_path):
 
 def test_resume_true_without_checkpoint_dir_is_an_error(tmp_path):
     model = Tiny()
-    with pytest.raises(ValueError, match="checkpoint_root_dir"):
+    with pytest.raises(ValueError, match=r"pass --checkpoint-dir \(checkpoint_root_dir in Python\)"):
         train(model, _data(), _loss_for(model), _config(tmp_path, checkpoint_dir=None, resume=True))
 
 

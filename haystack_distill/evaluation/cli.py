@@ -11,6 +11,7 @@ Example:
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any, Dict, List
 
 from ..cli import positive_int
@@ -27,11 +28,12 @@ from ..cli_options import (
 
 
 def reader_paths(specs: List[str]) -> Dict[str, str]:
-    """``NAME=PATH`` or ``PATH`` (named by itself) -> ``{name: path}``, in order; a repeated name is an error."""
+    """``NAME=PATH`` or ``PATH`` (named by itself) -> ``{name: path}``, in order; a repeated name is an error.
+    A spec that exists as a path is a path, even with ``=`` in it."""
     readers: Dict[str, str] = {}
     for spec in specs:
         name, sep, path = spec.partition("=")
-        name, path = (name, path) if sep else (spec, spec)
+        name, path = (name, path) if sep and not Path(spec).expanduser().exists() else (spec, spec)
         if not name or not path:
             raise ValueError(f"--reader {spec!r}: give PATH or NAME=PATH.")
         if name in readers:

@@ -173,6 +173,7 @@ class IntermediateLayerConfig(ReaderStageConfig):
         if self.attention_loss not in ATTENTION_LOSSES:
             raise ValueError(f"attention_loss={self.attention_loss!r}: use one of {ATTENTION_LOSSES}.")
         for name in ("embedding_weight", "hidden_weight", "attention_weight"):
-            if not getattr(self, name) >= 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}; 0 switches the term off.")
+            if not 0 <= getattr(self, name) < math.inf:
+                raise ValueError(f"{name} must be a number >= 0, got {getattr(self, name)!r}; 0 switches the term "
+                                 "off.")
         return self

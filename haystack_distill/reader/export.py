@@ -23,12 +23,13 @@ import logging
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple, Union
+from typing import Any, Dict, Tuple, Union
 
 import torch
 
 from ..io import atomic_dir
 from ..model_card import write_model_card
+from ..tokenizers import max_positions
 from .onnx_answer import onnx_session  # noqa: F401  (here before onnx_answer existed)
 
 logger = logging.getLogger(__name__)
@@ -41,9 +42,6 @@ ONNX_OUTPUTS = ("start_logits", "end_logits")
 OPSET = 17
 MIN_OPSET = 10  # the encoders' dynamic Slice needs opset 10; torch's exporter fails below it
 HAYSTACK_MAX_SEQ_LEN = 256  # FARMReader's default window length
-#: model types whose position ids start after the padding id (pad_token_id + 1 positions are never used)
-OFFSET_POSITIONS = ("roberta", "xlm-roberta", "xlm-roberta-xl", "camembert", "longformer", "data2vec-text",
-                    "roberta-prelayernorm", "mpnet", "ibert")
 HAYSTACK_FILES = ("language_model.bin", "language_model_config.json")
 WEIGHTS_FILE = "language_model.bin"
 INDEX_FILE = "pytorch_model.bin.index.json"  # transformers' sharded-checkpoint index, here with one shard
@@ -179,22 +177,6 @@ def reader_config(reader_dir: PathLike) -> Tuple[str, Dict[str, Any]]:
         if isinstance(config, dict):
             return name, config
     return "", {}
-
-
-def max_positions(config: Dict[str, Any]) -> Optional[int]:
-    """The longest input (tokens) an encoder config allows: ``max_position_embeddings``, less the positions a
-    RoBERTa-style model skips (``pad_token_id + 1``); None when the config does not say.
-
-    Example:
-        >>> max_positions({"model_type": "roberta", "max_position_embeddings": 514, "pad_token_id": 1})
-        512
-    """
-    positions = config.get("max_position_embeddings")
-    if not isinstance(positions, int) or isinstance(positions, bool):
-        return None
-    if config.get("model_type") in OFFSET_POSITIONS:
-        positions -= int(config.get("pad_token_id") or 1) + 1
-    return positions
 
 
 def check_export_args(reader_dir: PathLike, output: PathLike, fmt: str, opset: int = OPSET,

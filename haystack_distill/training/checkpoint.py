@@ -124,7 +124,8 @@ def _resolve_resume(config: TrainConfig) -> Optional[Tuple[Path, Dict[str, Any]]
         if not candidates:
             raise FileNotFoundError(f"resume={config.resume!r}: no checkpoint (step-*/state.pt) found there.")
     elif not config.checkpoint_dir:
-        raise ValueError("resume=True needs checkpoint_root_dir (where the interrupted run saved checkpoints).")
+        raise ValueError("resuming needs the folder where the interrupted run saved its checkpoints: pass "
+                         "--checkpoint-dir (checkpoint_root_dir in Python).")
     else:
         candidates = _checkpoints(Path(config.checkpoint_dir))
         if not candidates:
@@ -140,7 +141,7 @@ def _resolve_resume(config: TrainConfig) -> Optional[Tuple[Path, Dict[str, Any]]
             continue
         return path, state
     raise CheckpointCorruptError(" ".join(errors) + " No readable checkpoint is left: delete these folders and "
-                                                    "resume=False to start again.")
+                                                    "start again without --resume (resume=False in Python).")
 
 
 def load_checkpoint(path: Path, modules: Dict[str, nn.Module], optimizer, scheduler,
