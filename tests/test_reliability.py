@@ -12,6 +12,10 @@
 6. The CLI prints one line and exits 2 for bad input (1 for a diverged run); --debug/--verbose show the traceback.
 7. Refused before any teacher work: teacher_model=None, learning_rate <= 0, a tokenizer emitting ids past the
    embedding matrix (both sizes named).
+8. Export on hostile input: damaged or pickled weights, opsets, positions, one token type, outputs inside the
+   reader, work folders of killed runs, a folder's own modelling code.
+9. Inputs that became silently wrong results or tracebacks; run identity of every checkpointing stage; what a
+   run writes and deletes is its own (edited files, side folders, unwritable parents).
 """
 
 import json
@@ -770,7 +774,9 @@ def test_a_folders_own_modelling_code_is_never_run(tmp_path):
 
 # -- 9. inputs that became silently wrong results or tracebacks (issue 30) -------------------------------------
 @pytest.mark.parametrize("answer", [{"text": "Paris", "answer_start": True}, {"text": "", "answer_start": 0},
-                                    {"text": "Paris", "answer_start": -6}, {"text": " ", "answer_start": 5}])
+                                    {"text": "Paris", "answer_start": -6}, {"text": " ", "answer_start": 5},
+                                    {"text": "Paris", "answer_start": "0"}, {"text": "Paris", "answer_start": 1.5},
+                                    {"text": "Paris", "answer_start": 99}, {"text": "Paris", "answer_start": 3}])
 def test_answers_that_would_become_wrong_labels_are_refused(tmp_path, answer):
     from haystack_distill.squad import validate_squad_file
 
@@ -944,3 +950,12 @@ def test_distil_general_max_seq_len_beyond_the_positions_is_refused_before_loadi
                                          r"\(256 positions\); pass 256 or less"):
         general.distil_general(teacher, test_general._texts(tmp_path / "t.txt"), tmp_path / "out", layers=2,
                                **{**test_general.FAST, "max_seq_len": 300})
+
+
+def test_the_half_written_checkpoint_of_a_killed_run_is_removed_by_the_next_run(tmp_path):
+    half = tmp_path / "ckpt" / ".tmp-step-3"
+    half.mkdir(parents=True)
+    (half / "state.pt").write_bytes(b"cut short by kill -9")
+    model = nn.Linear(3, 1)
+    train(model, _linear_data(), lambda b: ((model(b["x"]) - b["y"]) ** 2).mean(), _config(tmp_path, n_epochs=1))
+    assert not half.exists() and (tmp_path / "ckpt" / "step-6" / "state.pt").is_file()

@@ -54,8 +54,11 @@ def checkpoint_run_id(path: Path) -> Optional[str]:
 
 
 def check_checkpoint_dir(root: Path, run_fields: Dict[str, Any], resuming: bool) -> None:
-    """Before training: refuse a fresh run in a folder holding another run's checkpoints (it would overwrite or
-    prune them), naming the way out."""
+    """Before training: remove the half-written checkpoints a killed run left (``.tmp-step-N``, never complete,
+    never read) and refuse a fresh run in a folder holding another run's checkpoints (it would overwrite or prune
+    them), naming the way out."""
+    for partial in root.glob(".tmp-step-*") if root.is_dir() else ():
+        shutil.rmtree(partial, ignore_errors=True)
     if resuming or not root.is_dir():
         return
     mine = run_id(run_fields)
