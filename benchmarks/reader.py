@@ -30,6 +30,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
+from haystack_distill.defaults import ATTENTION_WEIGHT
+from haystack_distill.reader.presets import TINYBERT_INTERMEDIATE
+
 ROOT = Path(__file__).resolve().parents[1]
 RUNS = Path(os.environ.get("HAYSTACK_DISTILL_BENCH_RUNS", ROOT / "benchmarks" / "runs"))  # tests point it elsewhere
 SHARED = ROOT.parent / "shared" / "data" / "squad"
@@ -268,7 +271,9 @@ RECIPES = {
     "lr1e4_td_kd_pool": Recipe(learning_rate=1e-4, td=True, unlabeled="pool.json"),
     "lr1e4_td_kd_pool_seed2": Recipe(learning_rate=1e-4, td=True, unlabeled="pool.json", kd={"seed": 2}),
 }
-TD = dict(n_epochs=1, learning_rate=1e-4, attention_weight=0.01, distillation_loss_weight=0.0)
+# distil_tinybert_from's intermediate stage (its preset; batch size from BATCH)
+TD = {**{k: TINYBERT_INTERMEDIATE[k] for k in ("n_epochs", "learning_rate", "distillation_loss_weight")},
+      "attention_weight": ATTENTION_WEIGHT}
 
 
 def stage_recipe(stage: str):
