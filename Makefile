@@ -28,8 +28,8 @@ demo: install  # e.g. make demo DEMO_ARGS="--seed 7 --verbose"
 test: install  # everything (what CI runs)
 	$(BIN)/python -m pytest -q
 
-test-fast: install  # the edit loop: unit tests, no notebooks, no subprocess training
-	$(BIN)/python -m pytest -q -m "not slow"
+test-fast: install  # the edit loop: unit tests, no notebooks, no subprocess training, on every core
+	$(BIN)/python -m pytest -q -m "not slow" -n auto
 
 lint: install
 	$(BIN)/ruff check haystack_distill augment tests benchmarks

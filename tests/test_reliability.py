@@ -935,7 +935,7 @@ def test_a_non_finite_or_negative_layer_weight_is_refused_when_set(value):
     with pytest.raises(ValueError, match=rf"attention_weight must be a number >= 0, got {value!r}"):
         GeneralDistillationConfig(layers=2, attention_weight=value).validate()
     with pytest.raises(ValueError, match=rf"attention_weight must be a number >= 0, got {value!r}"):
-        IntermediateLayerConfig(attention_weight=value).validate()
+        IntermediateLayerConfig("data", "train.json", attention_weight=value).validate()
 
 
 def test_distil_general_max_seq_len_beyond_the_positions_is_refused_before_loading(tmp_path, tmp_path_factory,
