@@ -18,7 +18,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Dict
+from typing import Any, Dict
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -85,12 +85,12 @@ def run_revision(revision: str, models: Path, work: Path) -> Path:
     return out
 
 
-def weights(folder: Path) -> Dict[str, "object"]:
+def weights(folder: Path) -> Dict[str, Any]:
     """Every tensor of the weights files in ``folder``, keyed by file and name."""
     import torch
     from safetensors.torch import load_file
 
-    tensors: Dict[str, object] = {}
+    tensors: Dict[str, Any] = {}
     for file in sorted(folder.rglob("*")):
         if file.suffix == ".safetensors":
             loaded = load_file(str(file))
