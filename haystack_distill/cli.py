@@ -32,7 +32,7 @@ COMMAND_MODULES = (
     "haystack_distill.reader.tinybert_cli",
     "haystack_distill.reader.students_cli",
     "haystack_distill.evaluation.cli",
-    "haystack_distill.general_cli",
+    "haystack_distill.general.cli",
     "haystack_distill.embeddings.cli",
     "augment.cli",
 )

@@ -501,13 +501,15 @@ def _mock_all_loaders(monkeypatch) -> None:
     import augment.api
     import augment.mlm_head
     import haystack_distill.embeddings.model_io as model_io
-    import haystack_distill.general as general
+    import haystack_distill.general.distil as general_distil
+    import haystack_distill.general.student as general_student
     import haystack_distill.reader as reader_pkg
     import haystack_distill.reader.export as export
 
     _refuse(monkeypatch, (reader_pkg, "DistillableFARMReader"), (FARMReader, "__init__"),
             (transformers.AutoModel, "from_pretrained"), (transformers.AutoModelForMaskedLM, "from_pretrained"),
-            (general, "_load_encoder"), (model_io, "load_sentence_transformer"), (augment.api, "_build_augmenter"),
+            (general_distil, "load_encoder"), (general_student, "load_encoder"),
+            (model_io, "load_sentence_transformer"), (augment.api, "_build_augmenter"),
             (augment.mlm_head, "_load_masked_lm"), (export, "load_reader"))
 
 

@@ -274,11 +274,11 @@ def test_width_bound_modules_and_a_narrower_student_leave_a_plain_encoder(teache
 def test_a_broken_modules_json_is_refused_before_any_model_loads(sentence_teacher, tmp_path, monkeypatch):
     import shutil
 
-    import haystack_distill.general as general
+    import haystack_distill.general.distil as distil
 
     broken = tmp_path / "teacher"
     shutil.copytree(sentence_teacher, broken)
     (broken / "modules.json").write_text("[{\"idx\": 0")
-    monkeypatch.setattr(general, "_load_encoder", lambda *a: pytest.fail("a model was loaded"))
+    monkeypatch.setattr(distil, "load_encoder", lambda *a: pytest.fail("a model was loaded"))
     with pytest.raises(ValueError, match=r"modules.json is not valid JSON.*remove it"):
         distil_general(broken, _texts(tmp_path / "texts.txt"), tmp_path / "out", layers=2, **FAST)

@@ -755,7 +755,7 @@ def test_the_work_folder_of_a_killed_export_is_removed_by_the_next_run_but_no_on
 def test_a_folders_own_modelling_code_is_never_run(tmp_path):
     from conftest import build_tiny_bert
 
-    from haystack_distill.general import _load_encoder
+    from haystack_distill.general.student import load_encoder
 
     ran = tmp_path / "custom code ran"
     folder = build_tiny_bert(tmp_path / "custom", layers=1, hidden=16, qa=False)
@@ -764,11 +764,11 @@ def test_a_folders_own_modelling_code_is_never_run(tmp_path):
     config = json.loads((folder / "config.json").read_text())
     config["auto_map"] = {"AutoConfig": "custom.EvilConfig", "AutoModel": "custom.EvilModel"}
     (folder / "config.json").write_text(json.dumps(config))
-    assert type(_load_encoder(folder, "teacher")).__name__ == "BertModel"  # the plain architecture, from transformers
+    assert type(load_encoder(folder, "teacher")).__name__ == "BertModel"  # the plain architecture, from transformers
     config["model_type"] = "evil-bert"  # no architecture of transformers' own: refused, with no prompt on stdin
     (folder / "config.json").write_text(json.dumps(config))
     with pytest.raises(ValueError, match=r"teacher .*custom cannot be loaded .*trust_remote_code=True"):
-        _load_encoder(folder, "teacher")
+        load_encoder(folder, "teacher")
     assert not ran.exists()
 
 
@@ -943,9 +943,10 @@ def test_distil_general_max_seq_len_beyond_the_positions_is_refused_before_loadi
     import test_general
 
     from haystack_distill import general
+    from haystack_distill.general import distil
 
     teacher = test_general.teacher.__wrapped__(tmp_path_factory)
-    monkeypatch.setattr(general, "_load_encoder", lambda *a: pytest.fail("a model was loaded"))
+    monkeypatch.setattr(distil, "load_encoder", lambda *a: pytest.fail("a model was loaded"))
     with pytest.raises(ValueError, match=r"max_seq_len=300 \(--max-seq-len\) is longer than the teacher .* can read "
                                          r"\(256 positions\); pass 256 or less"):
         general.distil_general(teacher, test_general._texts(tmp_path / "t.txt"), tmp_path / "out", layers=2,

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any, List
 
-from .cli_options import (
+from ..cli_options import (
     add_device,
     add_json,
     add_learning_rate,
@@ -16,7 +16,7 @@ from .cli_options import (
     print_result,
     status,
 )
-from .defaults import ATTENTION_WEIGHT
+from ..defaults import ATTENTION_WEIGHT
 
 
 def _keep(value: str) -> List[int]:
@@ -32,7 +32,7 @@ def check_inputs(args: argparse.Namespace) -> None:
 
     An earlier output is retrained only with --overwrite (or continued with --resume), as in distil-embeddings;
     an interrupted run, which leaves no output yet, resumes from its checkpoints without either."""
-    from .preflight import check_input_file, check_model_folder, check_output_folder
+    from ..preflight import check_input_file, check_model_folder, check_output_folder
 
     check_model_folder("--teacher", args.teacher)
     check_model_folder("--student", args.student)
@@ -57,7 +57,8 @@ def _device(name: str) -> str:
 
 def _handler(args: argparse.Namespace) -> int:
     check_inputs(args)
-    from .general import GeneralDistillationConfig, distil_general
+    from .config import GeneralDistillationConfig
+    from .distil import distil_general
 
     config = GeneralDistillationConfig(
         layers=args.layers, keep=args.keep, student=args.student, epochs=args.epochs, max_seq_len=args.max_seq_len,
