@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from haystack_distill.alignment import (
+from haystack_distill.reader.alignment import (
     LOG_ZERO,
     align_span_probs,
     log_probs,
@@ -255,7 +255,7 @@ def test_accents_and_casing_align_on_the_original_characters(tmp_path):
 
 
 def test_log_probs_and_feature_rows():
-    from haystack_distill.alignment import AlignedSpan
+    from haystack_distill.reader.alignment import AlignedSpan
     from haystack_distill.reader.cross_tokenizer import feature_row
 
     assert log_probs([1.0, 0.0, np.exp(-2.0)]).tolist() == pytest.approx([0.0, LOG_ZERO, -2.0])

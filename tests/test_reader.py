@@ -258,7 +258,7 @@ def test_prediction_loss_ignores_how_wide_a_batch_is_computed(readers, tiny_squa
     row, so computing batches in cut slices leaves its gradient unchanged."""
     from haystack_distill.reader import data
     from haystack_distill.reader.prediction import PredictionLayerLoss
-    from haystack_distill.sparse_logits import encode_top_k
+    from haystack_distill.reader.sparse_logits import encode_top_k
 
     teacher, make = readers
     model = make().inferencer.model.eval()

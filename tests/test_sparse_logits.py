@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from haystack_distill.sparse_logits import decode_top_k, encode_top_k, packed_width, validate_top_k
+from haystack_distill.reader.sparse_logits import decode_top_k, encode_top_k, packed_width, validate_top_k
 
 
 def _softmax(x, mask, t):

@@ -16,12 +16,12 @@ How one student training feature (a question and one ``doc_stride`` window of it
    The only teacher mass that can fall outside the student's window is a start on a teacher token that
    straddles ``w0`` (or an end on one straddling ``w1``); it goes to the student's no-answer position.
 3. Teacher start/end probabilities: softmax over its no-answer position and context tokens only.
-4. :func:`haystack_distill.alignment.align_span_probs` moves them to the student's window tokens through the
+4. :func:`haystack_distill.reader.alignment.align_span_probs` moves them to the student's window tokens through the
    original characters (gap characters: starts to the next token, ends to the previous one; no-answer to
    no-answer). Different normalisation (casing, accents, byte-level BPE) does not matter: every offset points
    into the original context.
 5. The row written is ``log p`` on the student's no-answer position (0) and window tokens, and
-   :data:`~haystack_distill.alignment.LOG_ZERO` (-1e4) elsewhere and wherever ``p == 0``. ``span_kd_loss``
+   :data:`~haystack_distill.reader.alignment.LOG_ZERO` (-1e4) elsewhere and wherever ``p == 0``. ``span_kd_loss``
    then takes ``softmax(log p / T)`` over the student's ``span_mask``, i.e. the aligned distribution at T=1.
 
 Rows are computed once and cached fp16 on disk like the same-tokenizer path
@@ -38,7 +38,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from ..alignment import LOG_ZERO, align_span_probs, log_probs
+from .alignment import LOG_ZERO, align_span_probs, log_probs
 from .config import ALIGNMENTS
 from .targets import cached_targets
 
@@ -56,7 +56,7 @@ def check_alignable(teacher: Any, student: Any, tokenizer_alignment: str, distil
     """Raise before any data work unless ``tokenizer_alignment`` is known and both tokenizers give offsets.
 
     ``distillation_loss="mse"`` is refused too: the aligned targets are log-probabilities with
-    :data:`~haystack_distill.alignment.LOG_ZERO` where the teacher puts no mass (e.g. a student token inside a
+    :data:`~haystack_distill.reader.alignment.LOG_ZERO` where the teacher puts no mass (e.g. a student token inside a
     teacher word), which a softmax ignores but a squared error on logits would chase.
 
     Example:

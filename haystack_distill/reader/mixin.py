@@ -116,11 +116,11 @@ class DistillationMixin:
             doc_stride, max_query_length: default to the reader's own values.
             tokenizer_alignment: ``"offsets"`` lets teacher and student use different tokenizers: the teacher reads
                 its own tokenization of each student window and its start/end distributions are moved onto the
-                student's tokens through character offsets (see :mod:`haystack_distill.alignment`).
+                student's tokens through character offsets (see :mod:`haystack_distill.reader.alignment`).
             teacher_top_k: keep only the ``k`` most likely start and end positions per feature (plus one value that
                 gives the rest their exact total probability at ``temperature``) instead of all ``max_seq_len``:
                 the cache shrinks from ``8 * max_seq_len`` to ``4 * (2k + 1)`` bytes per feature. For
-                ``"kl_div"``/``"soft_ce"``; see :mod:`haystack_distill.sparse_logits`.
+                ``"kl_div"``/``"soft_ce"``; see :mod:`haystack_distill.reader.sparse_logits`.
             group_by_length: draw each batch from one 32-token length bucket (a little faster); needs
                 ``hard_loss_padding`` ``"slices"`` or ``"batch"``. Off by default: batches stay random.
             hard_loss_padding: Haystack's hard QA loss takes its softmax over padding positions too, and Haystack

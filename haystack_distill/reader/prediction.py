@@ -21,10 +21,10 @@ from torch import Tensor
 from ..distributed import world
 from ..losses import DistillationLoss, SpanKDLoss, combine_losses, span_cross_entropy
 from ..spans import best_spans
-from ..sparse_logits import decode_top_k, validate_top_k
 from ..teacher_cache import fingerprint_file
 from .config import PredictionLayerConfig
 from .data import StageData, StageInputs, batching, kd_valid_mask
+from .sparse_logits import decode_top_k, validate_top_k
 from .stage import Loss, ReaderStage, check_pair, check_reader_vocab
 from .targets import TeacherTargetSpec, teacher_key, teacher_span_logits
 
@@ -38,7 +38,7 @@ class PredictionLayerLoss:
 
     The hard loss is Haystack's QA cross-entropy, as if padded to ``padded_length`` when given
     (:func:`..losses.span_cross_entropy`). With ``top_k`` set, ``batch["teacher_logits"]`` holds packed top-k
-    rows (:mod:`..sparse_logits`). Rows with ``batch["labeled"] == 0`` (unlabelled questions) add no hard loss,
+    rows (:mod:`.sparse_logits`). Rows with ``batch["labeled"] == 0`` (unlabelled questions) add no hard loss,
     only KD; with ``pseudo_label_threshold`` set they take the teacher's best span as their label where its
     probability reaches the threshold (:func:`..spans.best_spans`). The hard loss is summed over the rows that
     have a label and divided by the batch size, so a batch of labelled rows gets exactly the plain loss.

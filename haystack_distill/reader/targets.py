@@ -36,7 +36,7 @@ UNUSED_WEIGHTS = (".pooler.",)  # never used by a QA head; random on each load w
 @dataclass(frozen=True)
 class TeacherTargetSpec:
     """What the teacher pass stores per feature: dense ``[S, 2]`` start/end logits, or with ``top_k`` the packed
-    ``[2, 2k + 1]`` rows of :func:`haystack_distill.sparse_logits.encode_top_k` (the ``top_k`` most likely
+    ``[2, 2k + 1]`` rows of :func:`haystack_distill.reader.sparse_logits.encode_top_k` (the ``top_k`` most likely
     positions among the ``kd_mask`` ones, the rest's total probability at ``temperature``)."""
 
     top_k: Optional[int] = None
@@ -45,7 +45,7 @@ class TeacherTargetSpec:
 
     def row_shape(self, seq_len: int) -> Tuple[int, ...]:
         """Shape of one feature's stored row."""
-        from ..sparse_logits import packed_width
+        from .sparse_logits import packed_width
 
         return (seq_len, 2) if self.top_k is None else (2, packed_width(self.top_k))
 
@@ -59,7 +59,7 @@ class TeacherTargetSpec:
         """``[B, S, 2]`` logits as stored (``masks``: the rows' ``span_mask`` and ``padding_mask``)."""
         if self.top_k is None:
             return logits
-        from ..sparse_logits import encode_top_k
+        from .sparse_logits import encode_top_k
 
         return encode_top_k(logits, kd_valid_mask(masks, self.kd_mask), self.top_k, self.temperature)
 
@@ -192,7 +192,7 @@ def teacher_span_logits(teacher: Any, features: Dict[str, Tensor], batch_size: i
     (computed in shards of whole blocks under torchrun; ``stats``: see :func:`cached_outputs_all_ranks`)."""
     from tqdm.auto import tqdm
 
-    from ..sparse_logits import EMPTY
+    from .sparse_logits import EMPTY
 
     model = teacher.inferencer.model
     n_rows, seq_len = features["input_ids"].shape
