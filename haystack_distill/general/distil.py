@@ -7,9 +7,9 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Dict, Optional, Union
 
+from ..fingerprint import fingerprint_file, fingerprint_module
 from ..layer_match import LayerMatchLoss
 from ..layers import count_layers, resolve_layer_mapping
-from ..teacher_cache import fingerprint_file, fingerprint_module
 from ..tokenizers import check_vocab_fits
 from ..training import TrainConfig, config_fields, train
 from .card import general_card
