@@ -9,7 +9,6 @@ Example:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -25,7 +24,8 @@ from tqdm.auto import tqdm
 from augment.core import AugmentSettings, SquadAugmenter
 from augment.glove import DEFAULT_VOCAB_SIZE
 from augment.mlm import model_fingerprint
-from augment.squadio import Progress, file_sha256, load_squad_articles, write_squad_stream
+from augment.squadio import Progress, load_squad_articles, write_squad_stream
+from haystack_distill.fingerprint import fingerprint_file, fingerprint_text
 from haystack_distill.io import ensure_new_output
 
 logger = logging.getLogger(__name__)
@@ -105,7 +105,7 @@ def augment_squad(
         raise ValueError("workers > 1 loads the models in each process: pass model paths, not an augmenter.")
     header, articles, problems = load_squad_articles(squad_path, skip_bad_answers)
     progress = Progress(output_path)
-    run_key = {"format": str(FORMAT_VERSION), "input": file_sha256(squad_path),
+    run_key = {"format": str(FORMAT_VERSION), "input": fingerprint_file(squad_path, "sha256"),
                "settings": json.dumps({**asdict(settings), "skip_bad_answers": skip_bad_answers}, sort_keys=True)}
     progress.check(run_key, discard_other=overwrite)  # before loading any model
     spec = {"model": model, "tokenizer": tokenizer, "glove_path": None if glove_path is None else str(glove_path),
@@ -142,10 +142,10 @@ def check_not_an_input(output_path: Path, inputs: Dict[str, Optional[PathLike]])
 def _model_key(augmenter: SquadAugmenter, stopwords_regex: Optional[str]) -> Dict[str, str]:
     from haystack_distill.tokenizers import tokenizer_fingerprint
 
-    words = hashlib.sha256(" ".join(sorted(augmenter.filter.stop_words)).encode() + str(stopwords_regex).encode())
+    words = fingerprint_text(" ".join(sorted(augmenter.filter.stop_words)) + str(stopwords_regex), "sha256", 16)
     return {"model": model_fingerprint(augmenter.mlm.model),
             "tokenizer": tokenizer_fingerprint(augmenter.mlm.tokenizer),
-            "glove": augmenter.glove.fingerprint(), "stop_words": words.hexdigest()[:16]}
+            "glove": augmenter.glove.fingerprint(), "stop_words": words}
 
 
 def _build_augmenter(spec: Dict[str, Any]) -> SquadAugmenter:

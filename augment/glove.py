@@ -17,7 +17,6 @@ Example:
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Sequence, Union
@@ -26,6 +25,7 @@ import numpy as np
 import torch
 
 from augment.words import WordFilter
+from haystack_distill.fingerprint import new_digest
 
 logger = logging.getLogger(__name__)
 
@@ -102,9 +102,10 @@ class GloveTable:
 
     def fingerprint(self) -> str:
         """Hash of the words and vectors (used to decide whether a partial run may be resumed)."""
-        digest = hashlib.sha256("\n".join(self.words).encode())
+        digest = new_digest("sha256")
+        digest.update("\n".join(self.words).encode())
         digest.update(self.matrix.cpu().numpy().tobytes())
-        return digest.hexdigest()[:16]
+        return str(digest.hexdigest())[:16]
 
     def neighbours(self, words: Iterable[str], k: int) -> Dict[str, List[str]]:
         """Top-``k`` cosine neighbours (the word itself excluded) of each word; unknown words get ``[]``."""

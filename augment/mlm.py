@@ -22,7 +22,6 @@ Example:
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +31,7 @@ import torch
 from torch import nn
 
 from augment.words import WordFilter
+from haystack_distill.fingerprint import new_digest
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerFast
@@ -132,14 +132,15 @@ def _head_function(model: PreTrainedModel) -> Optional[Callable[[torch.Tensor], 
 
 def model_fingerprint(model: nn.Module) -> str:
     """Hash of the model's parameters and config (decides whether a partial run may be resumed)."""
-    digest = hashlib.sha256(type(model).__name__.encode())
+    digest = new_digest("sha256")
+    digest.update(type(model).__name__.encode())
     config = getattr(model, "config", None)
     if config is not None:
         digest.update(config.to_json_string().encode())
     for name, tensor in sorted(model.state_dict().items()):
         digest.update(name.encode())
         digest.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()[:16]
+    return str(digest.hexdigest())[:16]
 
 
 class MaskedLMCandidates:

@@ -17,7 +17,6 @@ Example:
 from __future__ import annotations
 
 import fnmatch
-import hashlib
 import json
 import logging
 import shutil
@@ -32,15 +31,6 @@ logger = logging.getLogger(__name__)
 
 PathLike = Union[str, Path]
 ANSWER_KEYS = ("answers", "plausible_answers")
-
-
-def file_sha256(path: PathLike) -> str:
-    """SHA-256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _structure_problem(article: Any, a_idx: int) -> Optional[str]:

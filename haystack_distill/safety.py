@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import fnmatch
-import hashlib
 import json
 import math
 import os
@@ -24,6 +23,8 @@ from typing import Any, Callable, Dict, Iterable, Optional, Sequence, Union
 
 import torch
 from torch import nn
+
+from .fingerprint import fingerprint_file
 
 PathLike = Union[str, Path]
 MANIFEST = ".haystack-distill-output.json"
@@ -185,14 +186,6 @@ def check_own_folder(folder: PathLike, ours: Callable[[Path], bool], fix: str) -
                                 f"where it keeps its working files and deletes them when done; {fix}")
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def foreign_files(folder: Path, marker: Optional[str] = None, legacy: Sequence[str] = ()) -> list:
     """Files in ``folder`` not listed in its manifest, or listed with another hash (edited since we wrote them);
     all of them when it has none, unless ``marker`` marks an older output of ours: then those not matching a
@@ -210,7 +203,8 @@ def foreign_files(folder: Path, marker: Optional[str] = None, legacy: Sequence[s
             listed = set()
     elif marker and (folder / marker).is_file():
         listed = {name for name in present if any(fnmatch.fnmatch(name, pattern) for pattern in legacy)}
-    edited = {name for name, digest in hashes.items() if name in present and _sha256(folder / name) != digest}
+    edited = {name for name, digest in hashes.items()
+              if name in present and fingerprint_file(folder / name, "sha256") != digest}
     return sorted((present - listed) | edited)
 
 
@@ -218,6 +212,6 @@ def write_manifest(folder: Path, what: str) -> None:
     """List every file now in ``folder`` as ours, with its SHA-256 (call last, inside the temporary folder before
     the swap)."""
     files = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST)
+    hashes = {name: fingerprint_file(folder / name, "sha256") for name in files}
     (folder / MANIFEST).write_text(json.dumps({"written_by": "haystack-distill", "what": what, "files": files,
-                                               "sha256": {name: _sha256(folder / name) for name in files}},
-                                              indent=1))
+                                               "sha256": hashes}, indent=1))

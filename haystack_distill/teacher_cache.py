@@ -20,17 +20,16 @@ Example:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
 from pathlib import Path
-from typing import Any, Callable, Dict, Iterable, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, Optional, Tuple, Union
 
 import numpy as np
-import torch
-from torch import nn
 
+from .fingerprint import fingerprint_file, fingerprint_value
+from .fingerprint import fingerprint_module as fingerprint_module  # re-exported: tests import it from here
 from .io import atomic_write_json
 from .safety import check_finite_array
 
@@ -38,30 +37,9 @@ logger = logging.getLogger(__name__)
 PathLike = Union[str, os.PathLike]
 
 
-def fingerprint_module(module: nn.Module, exclude: Sequence[str] = ()) -> str:
-    """Hash of a module's parameters and buffers (names, dtypes, shapes and values), leaving out those whose
-    name contains one of ``exclude`` (e.g. ``".pooler."``, unused by QA and re-initialised on each load)."""
-    digest = hashlib.blake2b(digest_size=16)
-    for name, tensor in sorted(module.state_dict().items()):
-        if any(part in name for part in exclude):
-            continue
-        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
-        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
-
-
-def fingerprint_file(path: PathLike) -> str:
-    """Hash of a file's bytes."""
-    digest = hashlib.blake2b(digest_size=16)
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def cache_key(fields: Dict[str, Any]) -> str:
     """Stable short hash of a JSON-serialisable dict of key fields."""
-    return hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()[:24]
+    return fingerprint_value(fields, "sha256", length=24)
 
 
 def _invalid(entry: Path, n_rows: int, row_shape: Tuple[int, ...]) -> Optional[str]:

@@ -13,9 +13,10 @@ Example:
 
 from __future__ import annotations
 
-import hashlib
 import json
 from typing import Any, Dict, List, Optional
+
+from .fingerprint import fingerprint_value
 
 PROBE_TEXTS = (
     "Héllo WORLD, naïve café: the 1st Ünïcode test — 12,345.67 km²!",
@@ -71,7 +72,7 @@ def tokenizer_fingerprint(tokenizer: Any) -> str:
         "lower": _lower_case(tokenizer),
         "probe": _probe_ids(tokenizer),
     }
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return fingerprint_value(payload, "sha256", length=16)
 
 
 def _vocab_differences(teacher_vocab: Dict[str, int], student_vocab: Dict[str, int], sample: int) -> List[str]:

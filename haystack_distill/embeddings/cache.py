@@ -16,7 +16,6 @@ Example:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -26,8 +25,9 @@ from typing import TYPE_CHECKING, Any, Dict, Iterator, Optional, Sequence, Tuple
 import numpy as np
 from tqdm.auto import tqdm
 
+from haystack_distill.fingerprint import fingerprint_module, fingerprint_value, new_digest
 from haystack_distill.safety import check_finite_array
-from haystack_distill.teacher_cache import cache_key, fingerprint_module, load_cached, store_outputs
+from haystack_distill.teacher_cache import cache_key, load_cached, store_outputs
 
 if TYPE_CHECKING:  # pragma: no cover
     from sentence_transformers import SentenceTransformer
@@ -50,7 +50,7 @@ def default_cache_dir() -> Path:
 
 def sentences_hash(sentences: Sequence[str]) -> str:
     """SHA-256 of the ordered sentence list (JSON-encoded, so boundaries are unambiguous)."""
-    return hashlib.sha256(json.dumps(list(sentences), ensure_ascii=False).encode("utf-8")).hexdigest()
+    return fingerprint_value(list(sentences), "sha256", ensure_ascii=False)
 
 
 def model_fingerprint(model: SentenceTransformer) -> str:
@@ -60,7 +60,7 @@ def model_fingerprint(model: SentenceTransformer) -> str:
 
     if is_quantized(model):
         raise ValueError("the teacher is int8-quantized; distil from (and cache) the float model instead.")
-    digest = hashlib.sha256()
+    digest = new_digest("sha256")
     for module in model:
         digest.update(f"{type(module).__module__}.{type(module).__qualname__}".encode())
         if hasattr(module, "get_config_dict"):
@@ -69,7 +69,7 @@ def model_fingerprint(model: SentenceTransformer) -> str:
         if tokenizer is not None:
             digest.update(tokenizer_fingerprint(tokenizer).encode())
     digest.update(fingerprint_module(model, exclude=POOLER).encode())
-    return digest.hexdigest()
+    return str(digest.hexdigest())
 
 
 def key_fields(teacher_fingerprint: str, sentences: Sequence[str]) -> Dict[str, Any]:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 from typing import Any, Dict, Iterable, Iterator, List
 
 import numpy as np
 from torch import Tensor, nn
+
+from ..fingerprint import fingerprint_value, new_digest
 
 #: Columns whose values reach the teacher (and so key the logits cache).
 MODEL_INPUT_COLUMNS = ("input_ids", "attention_mask", "token_type_ids", "position_ids")
@@ -18,8 +18,7 @@ def config_fingerprint(model: nn.Module) -> str:
     config = getattr(model, "config", None)
     cfg = config.to_dict() if config is not None and hasattr(config, "to_dict") else {}
     cfg = {k: v for k, v in cfg.items() if not k.startswith("_") and k != "transformers_version"}
-    payload = json.dumps({"class": type(model).__name__, "config": cfg}, sort_keys=True, default=str)
-    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+    return fingerprint_value({"class": type(model).__name__, "config": cfg}, "sha256", length=16)
 
 
 def _iter_rows(dataset: Any, columns: List[str]) -> Iterator[Dict[str, Any]]:
@@ -44,7 +43,8 @@ def dataset_fingerprint(dataset: Any, columns: Iterable[str] = MODEL_INPUT_COLUM
         False
     """
     columns = sorted(columns)
-    digest = hashlib.sha256(str(len(dataset)).encode())
+    digest = new_digest("sha256")
+    digest.update(str(len(dataset)).encode())
     for row in _iter_rows(dataset, columns):
         for col in columns:
             if col in row:
@@ -52,7 +52,7 @@ def dataset_fingerprint(dataset: Any, columns: Iterable[str] = MODEL_INPUT_COLUM
                 digest.update(col.encode() + str(array.shape).encode())
                 digest.update(np.ascontiguousarray(array, dtype=np.int64).tobytes())
         digest.update(b"|")
-    return digest.hexdigest()[:16]
+    return str(digest.hexdigest())[:16]
 
 
 def token_counts(dataset: Any) -> np.ndarray:

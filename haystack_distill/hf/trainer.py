@@ -16,9 +16,10 @@ from torch.utils.data import DataLoader, IterableDataset, SequentialSampler
 from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase, Trainer, TrainingArguments
 
+from haystack_distill.fingerprint import fingerprint_module
 from haystack_distill.losses import classification_kd_loss, logits_kd, validate_distillation_loss
 from haystack_distill.safety import check_finite, check_finite_value, grad_norm
-from haystack_distill.teacher_cache import cache_key, cached_outputs, fingerprint_module
+from haystack_distill.teacher_cache import cache_key, cached_outputs
 from haystack_distill.tokenizers import tokenizer_fingerprint
 
 from .arguments import DistillationTrainingArguments, check_alpha_temperature

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import random
 from dataclasses import dataclass
@@ -169,12 +167,13 @@ def cached_features(processor: Any, paragraphs: List[Dict[str, Any]], caching: b
         return featurize(processor, paragraphs)
     from safetensors.torch import load_file, save_file
 
+    from ..fingerprint import fingerprint_file, fingerprint_value
     from ..io import atomic_write_text, usual_permissions
-    from ..teacher_cache import cache_key, fingerprint_file
+    from ..teacher_cache import cache_key
 
     key = {"tokenizer": tokenizer_fingerprint(processor.tokenizer), "max_seq_len": processor.max_seq_len,
            "doc_stride": processor.doc_stride, "max_query_length": processor.max_query_length,
-           "data": hashlib.sha256(json.dumps(paragraphs, sort_keys=True).encode()).hexdigest()}
+           "data": fingerprint_value(paragraphs, "sha256")}
     path = Path(cache_path) / "features" / f"{cache_key(key)}.safetensors"
     checksum = path.with_suffix(".checksum")  # the file's fingerprint, written after it
     if path.is_file():

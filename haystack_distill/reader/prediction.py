@@ -19,9 +19,9 @@ import torch
 from torch import Tensor
 
 from ..distributed import world
+from ..fingerprint import fingerprint_file
 from ..losses import DistillationLoss, SpanKDLoss, combine_losses, span_cross_entropy
 from ..spans import best_spans
-from ..teacher_cache import fingerprint_file
 from .config import PredictionLayerConfig
 from .data import StageData, StageInputs, batching, kd_valid_mask
 from .sparse_logits import decode_top_k, validate_top_k

@@ -17,7 +17,7 @@ from torch import nn
 
 from ..devices import resolve_device
 from ..distributed import ensure_distributed, world
-from ..teacher_cache import fingerprint_file, fingerprint_module
+from ..fingerprint import fingerprint_file, fingerprint_module
 from ..tokenizers import check_tokenizer_compatibility, check_vocab_fits
 from ..training import TrainConfig, TrainResult, config_fields, train
 from .config import ReaderStageConfig

@@ -15,10 +15,9 @@ import torch.distributed as dist
 from torch import Tensor
 
 from ..distributed import is_main_process, world
+from ..fingerprint import fingerprint_file, fingerprint_module
 from ..teacher_cache import (
     cached_outputs,
-    fingerprint_file,
-    fingerprint_module,
     load_cached,
     merge_shards,
     shard_path,

@@ -5,7 +5,6 @@ past corrupt checkpoints and refuses another run's."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import shutil
@@ -15,8 +14,8 @@ from typing import Any, Dict, List, Optional, Tuple
 import torch
 from torch import nn
 
+from ..fingerprint import fingerprint_file, fingerprint_value
 from ..safety import check_finite
-from ..teacher_cache import fingerprint_file
 from .config import TrainConfig
 from .rng import _rng_state, _set_rng_state
 
@@ -41,8 +40,7 @@ def _checkpoints(root: Path) -> List[Path]:
 
 def run_id(run_fields: Dict[str, Any]) -> str:
     """A short hash of everything that identifies a run (its ``run_fields``)."""
-    text = json.dumps({k: str(v) for k, v in run_fields.items()}, sort_keys=True)
-    return hashlib.blake2b(text.encode(), digest_size=12).hexdigest()
+    return fingerprint_value({k: str(v) for k, v in run_fields.items()}, "blake2b-96")
 
 
 def checkpoint_run_id(path: Path) -> Optional[str]:
