@@ -36,7 +36,7 @@ DESCRIPTION = ("TinyBERT-style augmentation of a SQuAD file: words are replaced 
 MLM_HEAD_DESCRIPTION = ("Fit a masked-LM head on a frozen encoder that ships without one (e.g. all-MiniLM-L6-v2), "
                         "offline, so augment can use it as --model. Only the head trains; held-out top-1 / top-15 "
                         "accuracy at masked positions goes to mlm_head_metrics.json in --output.")
-#: defaults of ``python -m augment.mlm_head`` kept from before the sub-command (the benchmark's WikiText-2 files)
+#: defaults of ``python -m augment.mlm_head``: the WikiText-2 files the benchmarks train and evaluate on
 WIKITEXT_TRAIN = "../shared/data/wikitext-2/wiki.valid.tokens.txt"
 WIKITEXT_EVAL = "../shared/data/wikitext-2/wiki.test.tokens.txt"
 
@@ -239,10 +239,10 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 def mlm_head_main(argv: Optional[List[str]] = None) -> int:
-    """Entry point of ``python -m augment.mlm_head`` (its old defaults and underscore flags kept)."""
+    """Entry point of ``python -m augment.mlm_head``: the WikiText-2 defaults and the underscore flags."""
     parser = add_mlm_head_arguments(Parser(prog="python -m augment.mlm_head", description=MLM_HEAD_DESCRIPTION),
                                     module_defaults=True, warn=False)
     args = parser.parse_args(argv)
     if args.eval_text == WIKITEXT_EVAL and not Path(WIKITEXT_EVAL).is_file():
-        args.eval_text = None  # the old default, used only where the benchmark's data is
+        args.eval_text = None  # the default is the benchmarks' file; where it is absent, no held-out text
     return _standalone(fit_mlm_head_command, parser, args)

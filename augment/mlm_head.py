@@ -7,7 +7,7 @@ trained with ``train_decoder=True``) is trained on them with cross-entropy, by
 ``AutoModelForMaskedLM`` checkpoint + tokenizer, usable as ``--model`` for ``python -m augment``.
 Held-out top-1 / top-15 accuracy at masked positions is written to ``mlm_head_metrics.json``.
 
-Run (about 3-5 minutes on 2 CPU cores; ``python -m augment.mlm_head`` takes the same flags)::
+Run (a few minutes on a CPU; ``python -m augment.mlm_head`` takes the same flags)::
 
     haystack-distill fit-mlm-head --output benchmarks/runs/minilm-mlm \\
         --train-text ../shared/data/wikitext-2/wiki.valid.tokens.txt \\

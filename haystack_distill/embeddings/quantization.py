@@ -1,8 +1,8 @@
 """Dynamic int8 quantization of a SentenceTransformer's Linear layers, for CPU inference.
 
 Weights of every ``nn.Linear`` become int8 with one scale per output channel (per-tensor on request);
-activations are quantized on the fly. On all-MiniLM-L6-v2, per-channel scales lost less STS-B accuracy
-than one scale per tensor (see benchmarks/results/embeddings.md).
+activations are quantized on the fly. Per-channel scales are the default because they keep more STS-B
+accuracy than one scale per tensor (see benchmarks/results/embeddings.md).
 
 Saving: a quantized model is stored as its float32 folder plus ``haystack_distill_quantization.json``;
 :func:`haystack_distill.embeddings.model_io.load_sentence_transformer` re-applies the (deterministic)

@@ -107,7 +107,7 @@ class DistillationMixin:
                 previous output is refused.
 
         Keyword-only extras:
-            seed: was hard-coded to 42.
+            seed: training seed (farm-haystack 1.26.4 always used 42).
             kd_mask: ``"span"`` (context tokens + no-answer, default), ``"padding"`` (all real tokens) or
                 ``"none"`` (close to 1.26.4: every position up to the batch's longest feature, question and
                 special tokens included; padding past it is left out).
@@ -125,9 +125,9 @@ class DistillationMixin:
                 ``hard_loss_padding`` ``"slices"`` or ``"batch"``. Off by default: batches stay random.
             hard_loss_padding: Haystack's hard QA loss takes its softmax over padding positions too, and Haystack
                 pads every batch to ``max_seq_len``. ``"padded"`` (default) computes batches that way, so the loss
-                is exactly Haystack's; it trained the best students in our benchmark (BENCHMARKS.md). The faster
-                options compute each random batch in 4 length-sorted slices cut to their longest feature (about
-                1.5x faster steps): ``"slices"`` estimates the padding's share of the loss from the padding
+                is exactly Haystack's; it trains the best students (see BENCHMARKS.md). The faster options
+                compute each random batch in 4 length-sorted slices cut to their longest feature (faster steps:
+                most padding is skipped): ``"slices"`` estimates the padding's share of the loss from the padding
                 a slice holds (:func:`haystack_distill.losses.span_cross_entropy`), ``"batch"`` uses the positions
                 each slice happens to hold. KD and all other terms are unchanged by slicing. ``"max_seq_len"``,
                 the old name of ``"slices"``, still works (with a FutureWarning).
@@ -212,7 +212,7 @@ class DistillationMixin:
             embedding_weight, hidden_weight, attention_weight: weights of the three intermediate terms (attention:
                 the default attention weight, :data:`~haystack_distill.defaults.ATTENTION_WEIGHT`; its pre-softmax
                 score MSE is far larger than the hidden-state MSE, so TinyBERT's equal weights let it drown the
-                hidden states; BENCHMARKS.md "Student quality").
+                hidden states; see BENCHMARKS.md, "Student quality").
             attention_loss: ``"scores"`` (MSE of masked pre-softmax scores), ``"kl"`` (KL of attention
                 distributions; needs eager attention) or ``"none"``.
             seed, kd_mask, resume, doc_stride, max_query_length: as in :meth:`distil_prediction_layer_from`
@@ -233,9 +233,8 @@ class DistillationMixin:
                              prediction_on_augmented: bool = True,
                              unlabeled_filename: Optional[str] = None,
                              augmented_as: str = "labeled") -> Dict[str, Dict[str, Any]]:
-        """TinyBERT's task distillation in one call, with the settings that measured best (BENCHMARKS.md,
-        "Student quality, second run": a 3-layer MiniLM reader went from 30.7 F1 with prediction-layer KD at lr
-        5e-5 to 50.9 on both of two seeds, 87% of its teacher's F1).
+        """TinyBERT's task distillation in one call: the intermediate layers, then prediction-layer KD, with
+        the settings that train the best students (see BENCHMARKS.md, "Student quality").
 
         1. Intermediate layers (stage 1, on the augmented file when given), saved to
            ``save_dir/stage1_intermediate``; ``intermediate=False`` skips it. Defaults here

@@ -1,13 +1,13 @@
 """Prediction-layer distillation of a Haystack reader: the stage behind ``distil_prediction_layer_from``.
 
-Differences from farm-haystack 1.26.4, each a fix of a bug there (research report section 0):
+Differences from farm-haystack 1.26.4, each a fix of a bug there:
 tokenizers are checked before any teacher work; teacher logits are computed once for the training set only,
 fp16 on disk, under a key covering teacher, tokenizers, sequence settings and data; the KD softmax covers
 only context tokens and the no-answer position (``kd_mask="span"``); start and end KD are averaged like the
 hard loss; ``"mse"`` and callables work; the seed is a parameter; the QA head's confidence temperature is
 not trained; the method returns metrics. By default batches are computed padded to ``max_seq_len``, as Haystack
-does, because the hard QA loss's softmax covers the padding and that trained better students in our benchmark;
-``hard_loss_padding`` trades this for batches computed without most of their padding (about 1.5x faster steps).
+does, because the hard QA loss's softmax covers the padding and that trains better students (see BENCHMARKS.md);
+``hard_loss_padding`` trades this for batches computed without most of their padding (faster steps).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Build a student reader from chosen layers: of a teacher reader (:func:`student_from_teacher`,
-sentence-transformers' "option 2"), or of a base encoder with a fresh QA head (:func:`make_student`, the start the
-benchmark's recipes measured).
+sentence-transformers' "option 2"), or of a base encoder with a fresh QA head (:func:`make_student`, the start of the
+benchmark recipes).
 
 Example:
     >>> base_layer_indices(6, 3)
@@ -151,7 +151,7 @@ def make_student(source: PathLike, layers: Optional[int], output: PathLike, keep
                  seed: int = 42, overwrite: bool = False) -> Dict[str, Any]:
     """Save a reader made of chosen layers of ``source`` and return what was built.
 
-    From an encoder folder the student gets a fresh QA head, seeded by ``seed`` (the measured recipes' start);
+    From an encoder folder the student gets a fresh QA head, seeded by ``seed`` (as the benchmark recipes start);
     from a reader folder it keeps that reader's head. ``layers=N`` keeps every (n/N)-th layer from the first
     (6 -> 3: ``[0, 2, 4]``), ``keep`` names them. The folder loads with ``FARMReader``/``DistillableFARMReader``;
     an existing ``output`` is replaced only with ``overwrite``. Inputs are checked before any model loads.
