@@ -44,7 +44,7 @@ PROFILES = {
     "full": dict(train_articles=10, epochs=2, dev_questions=None, layers=[3, 2], max_seq_len=256,
                  doc_stride=128, aug_copies=1, extended=False, kd_checks=True),
 }
-TOP_K = 32  # our teacher cache keeps the 32 most likely start/end positions per feature (sparse_logits.py)
+TOP_K = 32  # our teacher cache keeps the 32 most likely start/end positions per feature (reader/sparse_logits.py)
 SPEED_QUESTIONS, REPEATS = 300, 3
 KD = dict(temperature=2.0, distillation_loss_weight=0.75)  # calibration.md's Haystack setting, used for both
 LR, BATCH = 5e-5, 16
