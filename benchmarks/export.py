@@ -66,9 +66,11 @@ def weights_folder(reader: Path, name: str, out: Path) -> Optional[Path]:
 
 def weights_mb(path: Path) -> float:
     """MB of the weights file of a reader folder (ONNX, safetensors or Haystack's language model)."""
+    from haystack_distill.evaluation.size import model_size
+
     for name in ("model.onnx", "model.safetensors", "language_model.bin"):
         if (path / name).is_file():
-            return (path / name).stat().st_size / 2**20
+            return model_size(path / name).mb
     return float("nan")
 
 
@@ -81,7 +83,8 @@ def run(readers: Sequence[Path], variants: Sequence[str], dev: Path, out: Path, 
 
     from haystack_distill.evaluation import benchmark_reader
     from haystack_distill.evaluation.reader import evaluate_reader
-    from haystack_distill.reader.export import onnx_model_size
+    from haystack_distill.evaluation.size import model_size
+    from haystack_distill.reader.export import ONNX_FILE
 
     rows = []
     for reader in readers:
@@ -95,7 +98,7 @@ def run(readers: Sequence[Path], variants: Sequence[str], dev: Path, out: Path, 
             folder = weights_folder(reader, name, out)
             row["weights_mb"] = weights_mb(folder) if folder is not None else row["mb"]
             if name.startswith("onnx"):  # a loaded ONNX reader does not know its file
-                row.update(onnx_model_size(folder))
+                row.update(model_size(folder / ONNX_FILE).as_row())
             rows.append(row)
     for row in rows:
         row["speedup_vs_first"] = row["questions_per_second"] / rows[0]["questions_per_second"]

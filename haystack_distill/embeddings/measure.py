@@ -8,14 +8,14 @@ Example:
 
 from __future__ import annotations
 
-import io
 import logging
 import statistics
 import time
 from typing import TYPE_CHECKING, Dict, List, Mapping, Sequence
 
-import torch
 from torch import nn
+
+from haystack_distill.evaluation.size import model_size
 
 if TYPE_CHECKING:  # pragma: no cover
     from sentence_transformers import SentenceTransformer
@@ -25,9 +25,7 @@ logger = logging.getLogger(__name__)
 
 def model_size_mb(model: nn.Module) -> float:
     """Size in MB (10^6 bytes) of the serialized ``state_dict`` (int8 weights count one byte each)."""
-    buffer = io.BytesIO()
-    torch.save(model.state_dict(), buffer)
-    return buffer.tell() / 1e6
+    return model_size(model).nbytes / 1e6
 
 
 def sentences_per_second(

@@ -16,7 +16,6 @@ Example:
 from __future__ import annotations
 
 import inspect
-import io
 import logging
 import math
 import time
@@ -26,6 +25,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
+
+from .size import model_size
 
 logger = logging.getLogger(__name__)
 
@@ -163,20 +164,6 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def model_size_mib(model: nn.Module) -> float:
-    """Size of ``torch.save(model.state_dict())`` in MiB (2**20 bytes), measured in memory.
-
-    (:func:`haystack_distill.embeddings.measure.model_size_mb` counts MB, 10**6 bytes.)
-
-    Example:
-        >>> round(model_size_mib(torch.nn.Linear(256, 256)), 3)  # 65,792 float32 values plus pickle overhead
-        0.253
-    """
-    buffer = io.BytesIO()
-    torch.save(model.state_dict(), buffer)
-    return buffer.getbuffer().nbytes / 2**20
-
-
 def _model_device(model: nn.Module) -> torch.device:
     first: Optional[Tensor] = next(model.parameters(), None)
     if first is None:
@@ -301,9 +288,10 @@ def benchmark_classifier(
             )
             latency_inputs, _ = _encode(rows=_rows(dataset, 0, min(latency_batch_size, len(dataset))), **encode)
             mean_ms, std_ms = _latency_ms(model, latency_inputs, target, warmup, repeats)
-        result = {
-            "size_mb": model_size_mib(model),  # MiB (2**20 bytes)
-            "parameters": int(sum(p.numel() for p in model.parameters())),
+        size = model_size(model)  # torch.save(state_dict), 2**20 bytes per MB
+        result: Dict[str, Any] = {
+            "size_mb": size.mb,
+            "parameters": size.parameters,
             "latency_ms_mean": mean_ms,
             "latency_ms_std": std_ms,
             "throughput_per_s": len(dataset) / seconds if seconds > 0 else math.inf,

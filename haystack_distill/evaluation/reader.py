@@ -100,35 +100,26 @@ def evaluate_reader(
     return {**scores, "seconds": seconds, "questions_per_second": len(questions) / seconds}
 
 
-def model_size(reader: Any, path: Optional[Union[str, Path]] = None) -> Dict[str, float]:
-    """Parameter count and size in MB of a reader's model: fp32 parameters; for a torch-quantized model its
-    serialized state; for an ONNX reader (``FARMReader`` on an export folder ``path``) the file's weights."""
+def reader_size(reader: Any, path: Optional[Union[str, Path]] = None) -> Dict[str, Any]:
+    """Parameter count and size in MB of a reader's model: its parameter tensors; for a torch-quantized model
+    its serialized state; for an ONNX reader (``FARMReader`` on an export folder ``path``) the ONNX file."""
+    from ..reader.export import ONNX_FILE, is_torch_quantized
+    from .size import model_size
+
     model = reader.inferencer.model
     if not hasattr(model, "parameters"):  # Haystack's ONNXAdaptiveModel
-        from ..reader.export import onnx_model_size
-
-        return onnx_model_size(path) if path is not None else {"parameters": float("nan"), "mb": float("nan")}
-    from ..reader.export import is_torch_quantized, torch_model_size
-
-    if is_torch_quantized(model):
-        return torch_model_size(model)
-    params = sum(p.numel() for p in model.parameters())
-    size = sum(p.numel() * p.element_size() for p in model.parameters())
-    return {"parameters": params, "mb": size / 2**20}
-
-
-DUPLICATE_WEIGHTS = {"model.safetensors": "language_model.bin"}  # plain transformers copy beside Haystack's
+        if path is None:
+            return {"parameters": float("nan"), "mb": float("nan")}
+        return model_size(Path(path) / ONNX_FILE if Path(path).is_dir() else path).as_row()
+    return model_size(model, serialized=is_torch_quantized(model)).as_row()
 
 
 def disk_size_mb(path: Union[str, Path]) -> float:
-    """Size in MB of a saved model folder (weights and configs); a folder holding both Haystack's and the plain
-    transformers weights counts them once."""
-    path = Path(path)
-    if not path.is_dir():
-        return float("nan")
-    files = [f for f in path.rglob("*") if f.is_file()]
-    skip = {path / copy for copy, original in DUPLICATE_WEIGHTS.items() if (path / original).is_file()}
-    return sum(f.stat().st_size for f in files if f not in skip) / 2**20
+    """Size in MB of a saved model folder (weights and configs; a duplicate weights copy counted once), NaN
+    for anything but a folder."""
+    from .size import model_size
+
+    return model_size(path).mb if Path(path).is_dir() else float("nan")
 
 
 def benchmark_reader(
@@ -174,7 +165,7 @@ def benchmark_reader(
         qps = sorted(r["questions_per_second"] for r in timed)[len(timed) // 2]
         row: Dict[str, Any] = {"reader": name, "em": runs[0]["em"], "f1": runs[0]["f1"],
                                "questions": runs[0]["questions"], "questions_per_second": qps,
-                               **model_size(reader, path)}
+                               **reader_size(reader, path)}
         if path is not None:
             row["mb_on_disk"] = disk_size_mb(path)
         rows.append(row)

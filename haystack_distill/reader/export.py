@@ -381,30 +381,6 @@ def torch_int8_reader(reader: Any) -> Any:
     return quantized
 
 
-def onnx_model_size(path: PathLike) -> Dict[str, float]:
-    """Weights in an ONNX file (or export folder): element count of its initializers and the file's MB."""
-    import onnx
-
-    path = Path(path)
-    path = path / ONNX_FILE if path.is_dir() else path
-    graph = onnx.load(str(path), load_external_data=False).graph
-    params = sum(int(torch.Size(t.dims).numel()) for t in graph.initializer)
-    return {"parameters": params, "mb": path.stat().st_size / 2**20}
-
-
-def torch_model_size(model: torch.nn.Module) -> Dict[str, float]:
-    """Parameters (packed int8 weights included) and the serialized ``state_dict`` MB of a torch model."""
-    import io
-
-    params = sum(p.numel() for p in model.parameters())
-    for module in model.modules():
-        if isinstance(module, torch.ao.nn.quantized.dynamic.Linear):  # weight() and bias() are not parameters
-            params += module.weight().numel() + (module.bias().numel() if module.bias() is not None else 0)
-    buffer = io.BytesIO()
-    torch.save(model.state_dict(), buffer)
-    return {"parameters": params, "mb": buffer.tell() / 2**20}
-
-
 def is_torch_quantized(model: Any) -> bool:
     """True when ``model`` holds torch.ao dynamic int8 ``Linear`` layers."""
     return any(isinstance(m, torch.ao.nn.quantized.dynamic.Linear) for m in model.modules())

@@ -46,9 +46,11 @@ def _handler(args: argparse.Namespace) -> int:
                                max_seq_len=args.max_seq_len, doc_stride=args.doc_stride,
                                max_query_length=args.max_query_length,
                                replace=args.overwrite and existing.is_dir() and any(existing.iterdir()))
+    from ..evaluation.size import model_size
+
     files: Dict[str, int] = {p.name: p.stat().st_size for p in sorted(output.iterdir()) if p.is_file()}
     print_result({"output": str(output), "format": args.format, "int8": args.int8,
-                  "mb": round(sum(files.values()) / 2**20, 2), "files": files}, args.json)
+                  "mb": round(model_size(output).mb, 2), "files": files}, args.json)
     return 0
 
 
