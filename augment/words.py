@@ -108,10 +108,6 @@ class WordFilter:
         keep = set(self._nlpaug.pre_skip_aug(lowered))
         return [i in keep and len(w) >= 2 and w.isalpha() for i, w in enumerate(words)]
 
-    def is_candidate(self, word: str) -> bool:
-        """May ``word`` be offered as a replacement? (Same rule as :meth:`eligible`.)"""
-        return self.eligible([word])[0]
-
 
 def match_case(original: str, candidate: str) -> str:
     """Give ``candidate`` the casing pattern of ``original`` (upper, capitalised, or unchanged)."""

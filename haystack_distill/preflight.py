@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional, Sequence, Union
+from typing import Any, Mapping, Optional, Sequence, Union
 
 PathLike = Union[str, os.PathLike]
 
@@ -127,22 +127,6 @@ def check_output_file(flag: str, output: PathLike, inputs: Mapping[str, Any], ov
     from .safety import check_writable
 
     check_writable(path)
-
-
-def inputs_of(args: Any, flags: Sequence[str]) -> Dict[str, Any]:
-    """``{"--flag": value}`` of the parsed ``args`` for ``flags`` written with dashes (missing ones skipped).
-
-    Example:
-        >>> import argparse
-        >>> inputs_of(argparse.Namespace(teacher="t", student=None), ["--teacher", "--student", "--texts"])
-        {'--teacher': 't', '--student': None}
-    """
-    found: Dict[str, Any] = {}
-    for flag in flags:
-        dest = flag.lstrip("-").replace("-", "_")
-        if hasattr(args, dest):
-            found[flag] = getattr(args, dest)
-    return found
 
 
 #: The weights files Haystack and transformers load from a model folder (not e.g. a Trainer's training_args.bin).

@@ -53,9 +53,3 @@ def sentences_per_second(
     for name, values in rates.items():
         logger.info("%s: median %.1f sentences/s over %d rounds", name, statistics.median(values), repeats)
     return rates
-
-
-def median_ratios(rates: Mapping[str, Sequence[float]], reference: str) -> Dict[str, float]:
-    """Median sentences/s of each model divided by the reference model's median."""
-    base = statistics.median(rates[reference])
-    return {name: statistics.median(values) / base for name, values in rates.items()}

@@ -42,7 +42,6 @@ ONNX_OUTPUTS = ("start_logits", "end_logits")
 OPSET = 17
 MIN_OPSET = 10  # the encoders' dynamic Slice needs opset 10; torch's exporter fails below it
 HAYSTACK_MAX_SEQ_LEN = 256  # FARMReader's default window length
-HAYSTACK_FILES = ("language_model.bin", "language_model_config.json")
 WEIGHTS_FILE = "language_model.bin"
 INDEX_FILE = "pytorch_model.bin.index.json"  # transformers' sharded-checkpoint index, here with one shard
 
