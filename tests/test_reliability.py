@@ -960,3 +960,29 @@ def test_the_half_written_checkpoint_of_a_killed_run_is_removed_by_the_next_run(
     model = nn.Linear(3, 1)
     train(model, _linear_data(), lambda b: ((model(b["x"]) - b["y"]) ** 2).mean(), _config(tmp_path, n_epochs=1))
     assert not half.exists() and (tmp_path / "ckpt" / "step-6" / "state.pt").is_file()
+
+
+def test_embedding_distillation_resumed_with_another_student_is_refused(tmp_path, tmp_path_factory, monkeypatch):
+    import test_embeddings
+
+    from haystack_distill.embeddings import distil, distil_embeddings_from, load_sentence_transformer, truncate_layers
+    from haystack_distill.training import CheckpointMismatchError
+
+    teacher = load_sentence_transformer(test_embeddings.build_sentence_bert(tmp_path_factory.mktemp("t")))
+    sentences = test_embeddings.make_sentences(64)
+    kw = dict(epochs=2, batch_size=16, learning_rate=1e-3, cache_dir=tmp_path, checkpoint_every=1,
+              checkpoint_dir=tmp_path / "ck", show_progress_bar=False)
+    calls = []
+
+    def killed_at_the_third_batch(student, target):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt("simulated kill")
+        return distil.embedding_mse(student, target)
+
+    with monkeypatch.context() as patch:
+        patch.setitem(distil.EMBEDDING_LOSSES, "mse", killed_at_the_third_batch)
+        with pytest.raises(KeyboardInterrupt):
+            distil_embeddings_from(truncate_layers(teacher, [0, 1]), teacher, sentences, **kw)
+    with pytest.raises(CheckpointMismatchError, match="student_weights"):
+        distil_embeddings_from(truncate_layers(teacher, [1, 2]), teacher, sentences, resume=True, **kw)

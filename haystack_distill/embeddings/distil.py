@@ -37,6 +37,7 @@ from haystack_distill.embeddings.model_io import check_embeddings_output, model_
 from haystack_distill.embeddings.pca import check_pca_dim, dense_projection, fit_pca
 from haystack_distill.embeddings.sentences import check_sentences
 from haystack_distill.embeddings.sts import StsPair, evaluate_sts
+from haystack_distill.fingerprint import fingerprint_module
 from haystack_distill.losses import LOSSES, embedding_mse
 from haystack_distill.training import TrainConfig, TrainResult, config_fields, train
 
@@ -317,6 +318,7 @@ def _train(student: SentenceTransformer, sentences: List[str], targets: _Targets
         return loss_of(student(features)["sentence_embedding"], targets[index].to(device))
 
     run_fields = {"stage": "embedding-distillation", "teacher": cache_info["teacher"],
+                  "student_weights": fingerprint_module(student, exclude=("pooler.",)),  # its start; unused pooler
                   "sentences": cache_info["sentences"], "loss": config.loss,
                   "freeze_word_embeddings": config.freeze_word_embeddings}
     train_config = config.train_config(str(device), run_fields)
