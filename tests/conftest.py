@@ -95,3 +95,17 @@ def kill_augmentation_on_second_article(monkeypatch) -> Callable[[], None]:
 
     monkeypatch.setattr(SquadAugmenter, "augment_article", dies_on_second_article)
     return lambda: monkeypatch.setattr(SquadAugmenter, "augment_article", real)
+
+
+def embedding_loss_killed_at(batch: int) -> Callable:
+    """The embedding MSE loss, raising KeyboardInterrupt (a simulated kill) on its ``batch``-th call."""
+    from haystack_distill.embeddings import distil
+
+    calls = []
+
+    def loss(student, target):
+        calls.append(1)
+        if len(calls) == batch:
+            raise KeyboardInterrupt("simulated kill")
+        return distil.embedding_mse(student, target)
+    return loss

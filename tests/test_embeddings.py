@@ -20,6 +20,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+from conftest import embedding_loss_killed_at  # noqa: E402
 from sentence_transformers import SentenceTransformer, models  # noqa: E402
 
 from haystack_distill.embeddings import (  # noqa: E402
@@ -257,16 +258,8 @@ def test_interrupted_distillation_resumes_exactly(teacher, sentences, tmp_path, 
               show_progress_bar=False)
     reference = truncate_layers(teacher, [0, 1])
     assert distil_embeddings_from(reference, teacher, sentences, checkpoint_dir=tmp_path / "a", **kw)["steps"] == 4
-    calls = []
-
-    def killed_at_the_fifth_batch(student, target):
-        calls.append(1)
-        if len(calls) == 5:
-            raise KeyboardInterrupt("simulated kill")
-        return distil.embedding_mse(student, target)
-
     with monkeypatch.context() as patch:
-        patch.setitem(distil.EMBEDDING_LOSSES, "mse", killed_at_the_fifth_batch)
+        patch.setitem(distil.EMBEDDING_LOSSES, "mse", embedding_loss_killed_at(5))
         with pytest.raises(KeyboardInterrupt):
             distil_embeddings_from(truncate_layers(teacher, [0, 1]), teacher, sentences, checkpoint_dir=tmp_path / "b",
                                    **kw)

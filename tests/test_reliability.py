@@ -23,7 +23,7 @@ import math
 
 import pytest
 import torch
-from conftest import kill_augmentation_on_second_article
+from conftest import embedding_loss_killed_at, kill_augmentation_on_second_article
 from torch import nn
 
 from haystack_distill.safety import DivergenceError
@@ -972,16 +972,8 @@ def test_embedding_distillation_resumed_with_another_student_is_refused(tmp_path
     sentences = test_embeddings.make_sentences(64)
     kw = dict(epochs=2, batch_size=16, learning_rate=1e-3, cache_dir=tmp_path, checkpoint_every=1,
               checkpoint_dir=tmp_path / "ck", show_progress_bar=False)
-    calls = []
-
-    def killed_at_the_third_batch(student, target):
-        calls.append(1)
-        if len(calls) == 3:
-            raise KeyboardInterrupt("simulated kill")
-        return distil.embedding_mse(student, target)
-
     with monkeypatch.context() as patch:
-        patch.setitem(distil.EMBEDDING_LOSSES, "mse", killed_at_the_third_batch)
+        patch.setitem(distil.EMBEDDING_LOSSES, "mse", embedding_loss_killed_at(3))
         with pytest.raises(KeyboardInterrupt):
             distil_embeddings_from(truncate_layers(teacher, [0, 1]), teacher, sentences, **kw)
     with pytest.raises(CheckpointMismatchError, match="student_weights"):
