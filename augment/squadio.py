@@ -173,10 +173,9 @@ class Progress:
         ``fingerprints`` are compared key by key with a previous run's; on a mismatch the old progress is
         deleted when ``discard_other`` else a ``ValueError`` says how to proceed.
         """
-        check_own_folder(self.dir, _progress_entry, "move them away or choose another output path.")
         if self.meta_path.is_file():
             old = json.loads(self.meta_path.read_text(encoding="utf-8"))
-            differs = self.check(fingerprints, discard_other)
+            differs = self.check(fingerprints, discard_other)  # also: the folder holds only our entries
             if differs:
                 logger.warning("Discarding progress in %s (different %s)", self.dir, ", ".join(differs))
                 shutil.rmtree(self.dir)
@@ -186,6 +185,7 @@ class Progress:
                 self.drop_invalid()
                 return len(self.finished())
         elif self.dir.exists():
+            check_own_folder(self.dir, _progress_entry, "move them away or choose another output path.")
             shutil.rmtree(self.dir)  # no run.json: nothing was finished
         self.dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(self.meta_path, json.dumps(fingerprints, sort_keys=True))
