@@ -727,6 +727,38 @@ def to_markdown(rows, profile: str, command: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def seed_group(stage: str) -> str:
+    """The row a stage belongs to: its seed variants (``<row>_seed<N>``) are seeds of one row."""
+    head, _, tail = stage.rpartition("_seed")
+    return head if head and tail.isdigit() else stage
+
+
+def truth_table(scores: List[Dict[str, Any]]) -> str:
+    """Markdown of every scored row with dev and test F1 (the dev/test split's rows), seeds of a row merged: the
+    mean and each seed's value, and the share of the teacher's F1 (the ``teacher`` row)."""
+    scored = [r for r in scores if "test_f1" in r]
+    teacher = next(r for r in scored if r["stage"] == "teacher")
+    groups: Dict[tuple, List[Dict[str, Any]]] = {}
+    for r in scored:
+        groups.setdefault((seed_group(r["stage"]), r["layers"]), []).append(r)
+    lines = ["| reader | stage | dev F1 (EM), mean | test F1 (EM), mean | % teacher F1, dev / test | seeds: dev / "
+             "test F1 | commit |", "|" + "---|" * 7]
+    def order(item) -> tuple:  # teacher, then the largest students first, each size by mean test F1
+        (_, layers), rows = item
+        return (-layers if layers else -99, -sum(r["test_f1"] for r in rows) / len(rows))
+
+    for (stage, _), rows in sorted(groups.items(), key=order):
+        rows = sorted(rows, key=lambda r: r["stage"])  # the first seed first
+        mean = {k: sum(r[k] for r in rows) / len(rows) for k in ("f1", "em", "test_f1", "test_em")}
+        seeds = "; ".join(f"{r['f1']:.1f} / {r['test_f1']:.1f}" for r in rows)
+        commits = ", ".join(sorted({str(r.get("commit")) for r in rows}))
+        label = rows[0]["reader"].split(", training seed")[0]
+        lines.append(f"| {label} | `{stage}` | {mean['f1']:.1f} ({mean['em']:.1f}) | {mean['test_f1']:.1f} "
+                     f"({mean['test_em']:.1f}) | {100 * mean['f1'] / teacher['f1']:.1f}% / "
+                     f"{100 * mean['test_f1'] / teacher['test_f1']:.1f}% | {len(rows)}: {seeds} | {commits} |")
+    return "\n".join(lines) + "\n"
+
+
 def plot(rows, path: Path) -> None:
     """F1 against speed-up, one colour and marker per method (benchmarks/plot.py; its main() adds the int8 rows)."""
     sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -749,6 +781,9 @@ def main() -> int:
                              "sizes' baselines and the KD checks (about 3 h more on 2 cores)")
     parser.add_argument("--score", nargs="+", choices=sorted(STAGES), metavar="STAGE",
                         help="only print EM/F1 of these finished stages' readers (--layers N), no speed, no table")
+    parser.add_argument("--table", action="store_true",
+                        help="print the dev/test table of every scored row (benchmarks/results/"
+                             "reader-<profile>-scores.json), seeds of a row merged, and write it beside the scores")
     parser.add_argument("--student-init", choices=["base", "teacher"], default="base",
                         help="students from every other layer of the packaged base encoder with a fresh QA head "
                              "(default, as calibration.md) or from the fine-tuned teacher's layers and QA head")
@@ -763,6 +798,12 @@ def main() -> int:
     from haystack_distill.io import atomic_write_text
     if args.stage:
         run_stage(profile, args.stage, args.layers or 0)
+        return 0
+    if args.table:
+        results = ROOT / "benchmarks" / "results"
+        table = truth_table(json.loads((results / f"reader-{profile}-scores.json").read_text()))
+        atomic_write_text(results / f"reader-{profile}-truth.md", table)
+        print(table)
         return 0
     if args.score:
         score(profile, args.score, PROFILES[profile]["layers"][0] if args.layers is None else args.layers)

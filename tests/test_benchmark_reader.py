@@ -87,6 +87,22 @@ def test_augmented_transfer_data_has_no_answers_and_joins_the_pool(tmp_path, mon
     assert both == pool + transfer["data"]
 
 
+def test_the_truth_table_merges_seeds_and_divides_by_the_teacher():
+    bench = _reader_benchmark()
+
+    def row(stage, layers, f1, test_f1):
+        return {"stage": stage, "layers": layers, "reader": f"{stage} reader", "f1": f1, "em": f1 - 10,
+                "test_f1": test_f1, "test_em": test_f1 - 10, "commit": "abc"}
+
+    scores = [row("x_seed2", 3, 30.0, 20.0), row("teacher", 0, 60.0, 50.0), row("x", 3, 40.0, 30.0),
+              row("y", 3, 45.0, 40.0), {"stage": "old", "layers": 3, "f1": 99.0}]  # old: no test score, left out
+    lines = bench.truth_table(scores).splitlines()
+    assert [line.split(" | ")[1] for line in lines[2:]] == ["`teacher`", "`y`", "`x`"]
+    x = lines[4].split(" | ")
+    assert x[2:6] == ["35.0 (25.0)", "25.0 (15.0)", "58.3% / 50.0%", "2: 40.0 / 30.0; 30.0 / 20.0"]
+    assert bench.seed_group("lr1e4_td_kd_pool_seed2") == "lr1e4_td_kd_pool" and bench.seed_group("a_seedy") == "a_seedy"
+
+
 def test_a_stage_command_runs_from_an_empty_runs_folder(tmp_path):
     """The command BENCHMARKS.md gives for one stage works on a fresh clone: the stage writes the data it reads."""
     import json
