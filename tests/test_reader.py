@@ -328,3 +328,26 @@ def test_method_defaults_are_the_config_defaults(method, config_name):
     for name, field in fields.items():
         if field.default is not dataclasses.MISSING:
             assert params[name].default == field.default, name
+
+
+def test_check_pair_counts_the_positions_a_roberta_model_skips(monkeypatch):
+    from types import SimpleNamespace
+
+    from transformers import BertConfig, RobertaConfig
+
+    from haystack_distill.reader import stage
+
+    monkeypatch.setattr(stage, "check_tokenizer_compatibility", lambda *a: None)
+    monkeypatch.setattr(stage, "check_reader_vocab", lambda *a: None)
+
+    def reader(config):
+        model = SimpleNamespace(language_model=SimpleNamespace(model=SimpleNamespace(config=config)))
+        return SimpleNamespace(inferencer=SimpleNamespace(model=model, processor=SimpleNamespace(tokenizer=None)))
+
+    bert = reader(BertConfig(max_position_embeddings=258))
+    roberta = reader(RobertaConfig(max_position_embeddings=258, pad_token_id=1))  # positions 0-1 are skipped
+    stage.check_pair(bert, bert, 258)
+    stage.check_pair(roberta, bert, 256)
+    with pytest.raises(ValueError, match=r"max_seq_len=257 exceeds the 256 positions the teacher can read "
+                                         r"\(max_position_embeddings=258\); pass max_seq_len=256 or less"):
+        stage.check_pair(roberta, bert, 257)

@@ -18,7 +18,7 @@ from torch import nn
 from ..devices import resolve_device
 from ..distributed import ensure_distributed, world
 from ..fingerprint import fingerprint_file, fingerprint_module
-from ..tokenizers import check_tokenizer_compatibility, check_vocab_fits
+from ..tokenizers import check_tokenizer_compatibility, check_vocab_fits, max_positions
 from ..training import TrainConfig, TrainResult, config_fields, train
 from .config import ReaderStageConfig
 from .data import SequenceSettings, StageData, StageInputs, batching, data_path, training_data
@@ -55,9 +55,12 @@ def check_pair(teacher: Any, student: Any, max_seq_len: int) -> None:
     check_tokenizer_compatibility(teacher.inferencer.processor.tokenizer, student.inferencer.processor.tokenizer)
     for role, reader in (("teacher", teacher), ("student", student)):
         check_reader_vocab(reader, role)
-        limit = getattr(reader.inferencer.model.language_model.model.config, "max_position_embeddings", None)
+        config = reader.inferencer.model.language_model.model.config
+        limit = max_positions(config.to_dict())
         if limit is not None and limit < max_seq_len:
-            raise ValueError(f"max_seq_len={max_seq_len} exceeds the {role}'s max_position_embeddings={limit}.")
+            raise ValueError(f"max_seq_len={max_seq_len} exceeds the {limit} positions the {role} can read "
+                             f"(max_position_embeddings={config.max_position_embeddings}); pass max_seq_len={limit} "
+                             "or less.")
 
 
 def freeze_confidence_temperature(model: Any) -> None:
