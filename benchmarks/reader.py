@@ -594,9 +594,17 @@ def git_commit() -> str:
     return git("rev-parse", "--short", "HEAD") + ("+dirty" if dirty else "")
 
 
+#: Stages that do not read the teacher; every other stage trains it first when it is missing (any order works).
+WITHOUT_TEACHER = {"teacher", "augment", "augment_transfer", "gd"}
+
+
 def run_stage(profile: str, stage: str, layers: int) -> None:
-    """Entry of the stage subprocess: run it, record wall time and peak RSS."""
+    """Entry of the stage subprocess: run it (after the teacher stage if it needs a teacher that is not there
+    yet), record wall time and peak RSS."""
     cfg = PROFILES[profile]
+    if stage not in WITHOUT_TEACHER and not (Path(cfg["teacher"]) / "language_model_config.json").is_file():
+        logger.info("no teacher in %s yet: running --stage teacher first", cfg["teacher"])
+        run_stage(profile, "teacher", 0)
     run = stage_dir(profile, cfg, stage)
     prepare_data(cfg, run)
     out = run / (stage if stage in ("teacher", "augment", "augment_transfer") else f"{stage}-{layers}l")

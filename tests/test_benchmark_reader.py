@@ -103,6 +103,35 @@ def test_the_truth_table_merges_seeds_and_divides_by_the_teacher():
     assert bench.seed_group("lr1e4_td_kd_pool_seed2") == "lr1e4_td_kd_pool" and bench.seed_group("a_seedy") == "a_seedy"
 
 
+def test_a_student_stage_trains_the_missing_teacher_first(tmp_path, monkeypatch):
+    import json
+
+    bench = _reader_benchmark()
+    if not (bench.SHARED / bench.TRAIN_SOURCE).is_file():
+        pytest.skip("../shared/data/squad is not beside the project")
+    monkeypatch.setattr(bench, "RUNS", tmp_path)
+    teacher = tmp_path / "quick" / "teacher"
+    monkeypatch.setitem(bench.PROFILES, "quick", {**bench.PROFILES["quick"], "teacher": teacher,
+                                                  "student_init": "base"})
+    calls = []
+
+    def fake_teacher(cfg, run, out, **_):
+        calls.append("teacher")
+        out.mkdir(parents=True)
+        (out / "language_model_config.json").write_text("{}")
+
+    def fake_student(cfg, run, out, layers, **_):
+        calls.append(f"no_kd {layers}L, teacher there: {(teacher / 'language_model_config.json').is_file()}")
+
+    monkeypatch.setitem(bench.STAGES, "teacher", fake_teacher)
+    monkeypatch.setitem(bench.STAGES, "no_kd", fake_student)
+    bench.run_stage("quick", "no_kd", 3)
+    bench.run_stage("quick", "no_kd", 3)  # the teacher is there now: not trained again
+    assert calls == ["teacher", "no_kd 3L, teacher there: True", "no_kd 3L, teacher there: True"]
+    assert json.loads((tmp_path / "quick" / "teacher-0l.result.json").read_text())["stage"] == "teacher"
+    assert (tmp_path / "quick" / "no_kd-3l.result.json").is_file()
+
+
 def test_a_stage_command_runs_from_an_empty_runs_folder(tmp_path):
     """The command BENCHMARKS.md gives for one stage works on a fresh clone: the stage writes the data it reads."""
     import json
