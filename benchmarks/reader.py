@@ -758,6 +758,7 @@ def truth_table(scores: List[Dict[str, Any]]) -> str:
         groups.setdefault((seed_group(r["stage"]), r["layers"]), []).append(r)
     lines = ["| reader | stage | dev F1 (EM), mean | test F1 (EM), mean | % teacher F1, dev / test | seeds: dev / "
              "test F1 | commit |", "|" + "---|" * 7]
+
     def order(item) -> tuple:  # teacher, then the largest students first, each size by mean test F1
         (_, layers), rows = item
         return (-layers if layers else -99, -sum(r["test_f1"] for r in rows) / len(rows))
