@@ -58,7 +58,6 @@ def test_the_split_is_disjoint_and_the_pool_is_unlabelled(tmp_path):
     assert {f.name: f.stat().st_mtime_ns for f in data.iterdir()} == before
 
 
-@pytest.mark.slow
 def test_augmented_transfer_data_has_no_answers_and_joins_the_pool(tmp_path, monkeypatch):
     import json
 
@@ -132,6 +131,7 @@ def test_a_student_stage_trains_the_missing_teacher_first(tmp_path, monkeypatch)
     assert (tmp_path / "quick" / "no_kd-3l.result.json").is_file()
 
 
+@pytest.mark.slow
 def test_a_stage_command_runs_from_an_empty_runs_folder(tmp_path):
     """The command BENCHMARKS.md gives for one stage works on a fresh clone: the stage writes the data it reads."""
     import json
