@@ -274,6 +274,9 @@ RECIPES = {
     # the KD stage at lr 2e-4, the rate Haystack's KD measured best at (the intermediate stage is shared)
     "lr2e4_td_kd_pool": Recipe(learning_rate=2e-4, td=True, unlabeled="pool.json"),
     "lr2e4_td_kd_pool_seed2": Recipe(learning_rate=2e-4, td=True, unlabeled="pool.json", kd={"seed": 2}),
+    # the same recipe without the pool (its intermediate stage on the train file only): what the pool adds
+    "lr2e4_td_kd": Recipe(learning_rate=2e-4, td=True),
+    "lr2e4_td_kd_seed2": Recipe(learning_rate=2e-4, td=True, kd={"seed": 2}),
     # + TinyBERT-style augmented copies of the train questions as unlabelled data (no copy keeps an answer span);
     # the schedule grows with them (every copy is one more feature per epoch), then pool and copies together
     "lr1e4_td_kd_aug": Recipe(learning_rate=1e-4, td=True, unlabeled="aug_transfer.json"),
