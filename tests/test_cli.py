@@ -51,7 +51,7 @@ def test_help_text_shows_the_python_api_defaults(capsys):
     assert "--intermediate-epochs N passes over the data (default: 1)" in out
     assert "--prediction-epochs N passes over the data (default: 2)" in out
     assert "--intermediate-learning-rate LR AdamW peak learning rate (default: 0.0001)" in out
-    assert "--prediction-learning-rate LR AdamW peak learning rate (default: 0.0001)" in out
+    assert "--prediction-learning-rate LR AdamW peak learning rate (default: 0.0002)" in out
     assert "--teacher TEACHER fine-tuned teacher reader (Haystack or transformers folder) --student" in out
     with pytest.raises(SystemExit):
         cli.main(["distil-reader", "--help"])

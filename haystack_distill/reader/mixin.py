@@ -242,7 +242,7 @@ class DistillationMixin:
            hidden states and embeddings only (the default attention weight, no span KD).
         2. Prediction layer, saved to ``save_dir/stage2_prediction``: on the augmented file too when given and
            ``prediction_on_augmented`` (the teacher labels every augmented copy), else on the original file.
-           Defaults here (:data:`~haystack_distill.reader.presets.TINYBERT_PREDICTION`): lr 1e-4, batch 16, T=2,
+           Defaults here (:data:`~haystack_distill.reader.presets.TINYBERT_PREDICTION`): lr 2e-4, batch 16, T=2,
            KD weight 6/7.
 
         Unlabelled questions (``unlabeled_filename``, a SQuAD file in ``data_dir``, answers ignored) join both
