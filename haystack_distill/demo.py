@@ -9,8 +9,9 @@ answer type, three wordings per sentence and per question):
    paragraphs in every wording.
 2. Two 2-layer students start from the same point: layers [0, 2] of the *base* encoder and a fresh QA head.
    Both see the same few labelled paragraphs, in one wording; they take the same number of optimizer steps.
-3. The student without KD trains on those labels alone; the student with KD (``distil_prediction_layer_from``)
-   also learns the teacher's answers and soft start/end distributions on unlabelled questions in every wording.
+3. The student without KD trains on those labels alone; the student with KD (``distil_prediction_layer_from``
+   with ``unlabeled_filename`` and ``pseudo_labels``) also learns the teacher's soft start/end distributions on
+   unlabelled questions in every wording, and its best span where the teacher is sure of it.
 4. A table compares EM, F1 (dev set, every wording), questions/s, parameters and MB.
 
 Every stage is saved under ``--output``; a rerun reuses finished stages.
@@ -119,27 +120,6 @@ def write_data(out: Path, cfg: DemoConfig) -> Path:
     return data
 
 
-def teacher_answers(teacher: Any, squad: Dict[str, Any], batch_size: int = 64) -> Dict[str, Any]:
-    """Copy of ``squad`` whose answers are the teacher's best spans (questions it answers with nothing dropped)."""
-    from haystack import Document
-
-    paragraphs = []
-    for para in (p for article in squad["data"] for p in article["paragraphs"]):
-        qas = []
-        for start in range(0, len(para["qas"]), batch_size):
-            chunk = para["qas"][start : start + batch_size]
-            result = teacher.predict_batch(queries=[qa["question"] for qa in chunk],
-                                           documents=[[Document(content=para["context"])] for _ in chunk], top_k=1)
-            for qa, answers in zip(chunk, result["answers"]):
-                best = next((a for a in answers if a.answer and a.offsets_in_document), None)
-                if best is not None:
-                    answer = {"text": best.answer, "answer_start": best.offsets_in_document[0].start}
-                    qas.append({**qa, "answers": [answer], "is_impossible": False})
-        if qas:
-            paragraphs.append({"context": para["context"], "qas": qas})
-    return _squad(paragraphs, "demo-teacher-labelled")
-
-
 def _done(path: Path) -> bool:
     return (path / "distillation.json").is_file()
 
@@ -149,7 +129,7 @@ def train_teacher(cfg: DemoConfig, data: Path, save: Path, n_train: int) -> Any:
     from .reader import DistillableFARMReader
 
     if not _done(save):
-        say(f"[1/4] teacher: all-MiniLM-L6-v2 + QA head, {n_train} labelled questions, {cfg.teacher_epochs} epochs")
+        say(f"[1/3] teacher: all-MiniLM-L6-v2 + QA head, {n_train} labelled questions, {cfg.teacher_epochs} epochs")
         teacher = DistillableFARMReader(cfg.base_model or str(minilm_path()), **cfg.reader_kw())
         teacher.train_reader(data_dir=str(data), train_filename="teacher-train.json", n_epochs=cfg.teacher_epochs,
                              learning_rate=cfg.teacher_learning_rate, batch_size=cfg.batch_size, seed=cfg.seed,
@@ -181,33 +161,28 @@ def student_init(cfg: DemoConfig, out: Path) -> Path:
 
 def train_students(cfg: DemoConfig, out: Path, data: Path, teacher: Any) -> Dict[str, int]:
     """Train the student without KD and the student with KD (same start, same number of steps)."""
-    from .io import atomic_write_json
     from .reader import DistillableFARMReader
     from .squad import load_squad
 
     init = str(student_init(cfg, out))
-    kd_file = data / "kd-train.json"
-    if not kd_file.is_file():
-        say("[2/4] the teacher answers the unlabelled questions")
-        extra = teacher_answers(teacher, load_squad(data / "unlabelled.json"))
-        labelled = load_squad(data / "labelled.json")
-        paragraphs = labelled["data"][0]["paragraphs"] + extra["data"][0]["paragraphs"]
-        atomic_write_json(kd_file, _squad(paragraphs, "demo-kd-train"))
-    n_labelled, n_kd = n_questions(load_squad(data / "labelled.json")), n_questions(load_squad(kd_file))
-    base_epochs = max(1, round(cfg.kd_epochs * n_kd / n_labelled))
+    n_labelled = n_questions(load_squad(data / "labelled.json"))
+    n_unlabelled = n_questions(load_squad(data / "unlabelled.json"))
+    base_epochs = max(1, round(cfg.kd_epochs * (n_labelled + n_unlabelled) / n_labelled))
     common = dict(data_dir=str(data), batch_size=cfg.batch_size, seed=cfg.seed, evaluate_every=0,
                   learning_rate=cfg.student_learning_rate, show_progress=cfg.show_progress)
     if not _done(out / "student-no-kd"):
-        say(f"[3/4] student without KD: {n_labelled} labelled questions, {base_epochs} epochs")
+        say(f"[2/3] student without KD: {n_labelled} labelled questions, {base_epochs} epochs")
         DistillableFARMReader(init, **cfg.reader_kw()).train_reader(
             train_filename="labelled.json", n_epochs=base_epochs, save_dir=str(out / "student-no-kd"), **common)
     if not _done(out / "student-kd"):
-        say(f"[4/4] student with KD: the same {n_labelled} + {n_kd - n_labelled} questions the teacher answered, "
-            f"{cfg.kd_epochs} epochs, T={TEMPERATURE:g}, weight {KD_WEIGHT:.2f}")
+        say(f"[3/3] student with KD: the same {n_labelled} labelled + {n_unlabelled} unlabelled questions "
+            f"(the teacher's soft targets, and its best span where it is sure), {cfg.kd_epochs} epochs, "
+            f"T={TEMPERATURE:g}, weight {KD_WEIGHT:.2f}")
         DistillableFARMReader(init, **cfg.reader_kw()).distil_prediction_layer_from(
-            teacher, train_filename="kd-train.json", n_epochs=cfg.kd_epochs, temperature=TEMPERATURE,
-            distillation_loss_weight=KD_WEIGHT, save_dir=str(out / "student-kd"), **common)
-    return {"labelled_questions": n_labelled, "kd_questions": n_kd, "no_kd_epochs": base_epochs}
+            teacher, train_filename="labelled.json", unlabeled_filename="unlabelled.json", pseudo_labels=True,
+            n_epochs=cfg.kd_epochs, temperature=TEMPERATURE, distillation_loss_weight=KD_WEIGHT,
+            save_dir=str(out / "student-kd"), **common)
+    return {"labelled_questions": n_labelled, "unlabelled_questions": n_unlabelled, "no_kd_epochs": base_epochs}
 
 
 def run_demo(output_dir: Path, cfg: Optional[DemoConfig] = None) -> Dict[str, Any]:
