@@ -134,6 +134,21 @@ def test_int8_export_quantizes_the_weights_and_embeddings(exports):
     assert weights["int8"] < 0.35 * weights["fp32"]  # the file of a tiny model is mostly graph, not weights
 
 
+def test_int8_export_scales_every_output_channel_of_the_matrices(exports):
+    """Per-channel weights: each int8 MatMul weight of shape (in, out) has one scale per output column."""
+    import onnx
+    from onnx import numpy_helper
+
+    graph = onnx.load(str(exports["int8"] / "model.onnx")).graph
+    tensors = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    matmuls = [n for n in graph.node if n.op_type == "MatMulInteger"]
+    assert matmuls
+    for node in matmuls:
+        weight = tensors[node.input[1]]
+        scale = tensors[node.input[1].replace("_quantized", "_scale")]
+        assert weight.ndim == 2 and scale.shape == (weight.shape[1],), node.name
+
+
 def test_export_is_deterministic_and_never_overwrites(student_dir, exports, tmp_path):
     from haystack_distill.reader.export import ExportError, export_reader
 
