@@ -657,6 +657,7 @@ def job_order(layers: List[int], extended: bool = True, kd_checks: bool = True) 
                                    "haystack_kd_lr1e4_seed2", "haystack_td_kd_lr1e4")]  # baselines at their best
     order += [(s, first) for s in ("haystack_kd_lr2e4_seed2", "haystack_td_kd_lr2e4")]  # in case 2e-4 wins
     order += [(s, first) for s in ("lr2e4_td_kd_pool", "lr2e4_td_kd_pool_seed2")]  # ours at Haystack's best lr
+    order += [(s, first) for s in ("lr2e4_td_kd", "lr2e4_td_kd_seed2")]  # its twin without the pool
     order += [("augment_transfer", 0)] + [(s, n) for n in layers for s in ("lr1e4_td_kd_aug", "lr1e4_td_kd_pool_aug")]
     order += [(s, first) for s in ("lr1e4_td_kd_aug_seed2", "lr1e4_td_kd_pool_aug_seed2")]
     order += [(s, first) for s in ("lr1e4_kd", "lr1e4_kd_seed2", "td_kd")]
