@@ -106,7 +106,7 @@ def stage_teacher(cfg, run: Path, out: Path, **_) -> Dict[str, Any]:
     # batches in length-sorted slices: 1.5x faster steps than padding to max_seq_len (the teacher of 2026-11-30)
     return teacher.train_reader(str(run / "data"), "train.json", batch_size=BATCH, n_epochs=cfg["epochs"],
                                 learning_rate=LR, save_dir=str(out), evaluate_every=0,
-                                hard_loss_padding="max_seq_len")
+                                hard_loss_padding="slices")
 
 
 def run_dir(profile: str, cfg: Dict[str, Any]) -> Path:
@@ -405,14 +405,14 @@ def stage_ours_kd(cfg, run, out, layers, **_):
     return _ours_kd(cfg, run, out, layers, OURS, "")
 
 
-SLICES = {**OURS, "hard_loss_padding": "max_seq_len"}  # batches in length-sorted slices, padding's loss estimated
+SLICES = {**OURS, "hard_loss_padding": "slices"}  # batches in length-sorted slices, padding's loss estimated
 KD_CHECKS = {  # stage -> (KD settings, teacher top-k): the rows that isolate our gap to Haystack's KD, one change each
     "ours_kd_seed2": ({**OURS, "seed": 2}, TOP_K),  # another training seed (batch order, dropout): the noise floor
     "ours_kd_slices": (SLICES, TOP_K),  # the fast batch layout
     "ours_kd_slices_seed2": ({**SLICES, "seed": 2}, TOP_K),
     "ours_kd_batchpad": ({**OURS, "hard_loss_padding": "batch"}, TOP_K),  # slices, hard loss over their positions
     "ours_kd_batchpad_seed2": ({**OURS, "hard_loss_padding": "batch", "seed": 2}, TOP_K),
-    "ours_kd_w075": ({**KD, "hard_loss_padding": "max_seq_len"}, TOP_K),  # the number 0.75 in our loss: 3:1
+    "ours_kd_w075": ({**KD, "hard_loss_padding": "slices"}, TOP_K),  # the number 0.75 in our loss: 3:1
     "ours_kd_dense": (OURS, None),  # full start/end logits cached: the top-k cut
     "ours_kd_nomask": ({**OURS, "kd_mask": "none"}, None),  # dense, KD softmax over all positions
     "ours_kd_grouped": ({**SLICES, "group_by_length": True}, TOP_K),  # slices drawn from one length bucket
