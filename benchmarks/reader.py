@@ -572,6 +572,9 @@ LABELS = {"no_kd": "student {l}L, fine-tuned, no KD", "haystack_kd": "student {l
           "lr2e4_td_kd_pool": "student {l}L, ours: intermediate + prediction-layer KD at lr 2e-4, + unlabelled pool",
           "lr2e4_td_kd_pool_seed2": "student {l}L, ours: intermediate + prediction-layer KD at lr 2e-4, + unlabelled "
                                     "pool, training seed 2",
+          "lr2e4_td_kd": "student {l}L, ours: intermediate + prediction-layer KD at lr 2e-4, no pool",
+          "lr2e4_td_kd_seed2": "student {l}L, ours: intermediate + prediction-layer KD at lr 2e-4, no pool, training "
+                               "seed 2",
           "lr1e4_td_kd_aug": "student {l}L, ours: intermediate + prediction-layer KD at lr 1e-4, + augmented "
                              "copies as unlabelled data",
           "lr1e4_td_kd_aug_seed2": "student {l}L, ours: intermediate + prediction-layer KD at lr 1e-4, + augmented "
