@@ -283,6 +283,9 @@ RECIPES = {
     "lr1e4_td_kd_aug_seed2": Recipe(learning_rate=1e-4, td=True, unlabeled="aug_transfer.json", kd={"seed": 2}),
     "lr1e4_td_kd_pool_aug": Recipe(learning_rate=1e-4, td=True, unlabeled="pool_aug.json"),
     "lr1e4_td_kd_pool_aug_seed2": Recipe(learning_rate=1e-4, td=True, unlabeled="pool_aug.json", kd={"seed": 2}),
+    # the best row (lr2e4_td_kd_pool) + the augmented copies beside the pool: one change from it
+    "lr2e4_td_kd_pool_aug": Recipe(learning_rate=2e-4, td=True, unlabeled="pool_aug.json"),
+    "lr2e4_td_kd_pool_aug_seed2": Recipe(learning_rate=2e-4, td=True, unlabeled="pool_aug.json", kd={"seed": 2}),
 }
 AUGMENTED_TRANSFER = ("aug_transfer.json", "pool_aug.json")
 # distil_tinybert_from's intermediate stage (its preset; batch size from BATCH)
@@ -581,6 +584,10 @@ LABELS = {"no_kd": "student {l}L, fine-tuned, no KD", "haystack_kd": "student {l
                                    "copies as unlabelled data, training seed 2",
           "lr1e4_td_kd_pool_aug": "student {l}L, ours: intermediate + prediction-layer KD at lr 1e-4, + unlabelled "
                                   "pool and augmented copies",
+          "lr2e4_td_kd_pool_aug": "student {l}L, ours: intermediate + prediction-layer KD at lr 2e-4, + unlabelled "
+                                  "pool and augmented copies",
+          "lr2e4_td_kd_pool_aug_seed2": "student {l}L, ours: intermediate + prediction-layer KD at lr 2e-4, + "
+                                        "unlabelled pool and augmented copies, training seed 2",
           "lr1e4_td_kd_pool_aug_seed2": "student {l}L, ours: intermediate + prediction-layer KD at lr 1e-4, + "
                                         "unlabelled pool and augmented copies, training seed 2",
           "no_kd_lr1e4": "student {l}L, fine-tuned, no KD, lr 1e-4",
@@ -661,7 +668,9 @@ def job_order(layers: List[int], extended: bool = True, kd_checks: bool = True) 
     order += [(s, first) for s in ("haystack_kd_lr2e4_seed2", "haystack_td_kd_lr2e4")]  # in case 2e-4 wins
     order += [(s, first) for s in ("lr2e4_td_kd_pool", "lr2e4_td_kd_pool_seed2")]  # ours at Haystack's best lr
     order += [(s, first) for s in ("lr2e4_td_kd", "lr2e4_td_kd_seed2")]  # its twin without the pool
-    order += [("augment_transfer", 0)] + [(s, n) for n in layers for s in ("lr1e4_td_kd_aug", "lr1e4_td_kd_pool_aug")]
+    order += [("augment_transfer", 0)] + [(s, n) for n in layers for s in ("lr2e4_td_kd_pool_aug",)]
+    order += [("lr2e4_td_kd_pool_aug_seed2", first)]
+    order += [(s, n) for n in layers for s in ("lr1e4_td_kd_aug", "lr1e4_td_kd_pool_aug")]
     order += [(s, first) for s in ("lr1e4_td_kd_aug_seed2", "lr1e4_td_kd_pool_aug_seed2")]
     order += [(s, first) for s in ("lr1e4_kd", "lr1e4_kd_seed2", "td_kd")]
     checks = [(s, first) for s in ("haystack_kd_seed2", *KD_CHECKS)] if kd_checks else []
