@@ -91,7 +91,7 @@ def test_features_of_the_unlabeled_file_are_flagged_and_labelled_no_answer(pair,
     _, make_student = pair
     config = PredictionLayerConfig(data_dir=str(data), train_filename="train.json", unlabeled_filename="pool.json")
     inputs = StageInputs(data / "train.json", None, None, data / "out", SequenceSettings(96, 32, 24),
-                         data / "pool.json")
+                         (data / "pool.json",))
     stage = training_data(make_student(), inputs, config)
     labeled = stage.features["labeled"].bool()
     n_train = len(json.loads((data / "train.json").read_text())["data"][0]["paragraphs"])
@@ -243,10 +243,33 @@ def test_tinybert_feeds_augmented_copies_as_unlabeled_in_both_stages(pair, data,
         assert result[name]["unlabeled_features"] > 0 and result[name]["labeled_features"] > 0
         record = json.loads((tmp_path / "tiny" / folder / "distillation.json").read_text())
         assert "unlabeled_file" in record
-    with pytest.raises(ValueError, match="merge the two files"):
-        make_student().distil_tinybert_from(teacher, str(data), "train.json", str(tmp_path / "t2"),
-                                            augmented_train_filename="pool.json", augmented_as="unlabeled",
-                                            unlabeled_filename="pool2.json")
+    both = make_student().distil_tinybert_from(teacher, str(data), "train.json", str(tmp_path / "t2"),
+                                               augmented_train_filename="pool.json", augmented_as="unlabeled",
+                                               unlabeled_filename="pool2.json", intermediate=stage, prediction=stage)
+    for name, folder in (("intermediate", "stage1_intermediate"), ("prediction", "stage2_prediction")):
+        assert both[name]["labeled_features"] == result[name]["labeled_features"]
+        assert both[name]["unlabeled_features"] > result[name]["unlabeled_features"]
+        record = json.loads((tmp_path / "t2" / folder / "distillation.json").read_text())
+        assert [p.rsplit("/", 1)[-1] for p in record["data_files"]["unlabeled"]] == ["pool2.json", "pool.json"]
+
+
+def test_several_unlabeled_files_add_up_and_key_the_cache(pair, data, tmp_path):
+    teacher, make_student = pair
+    kw = dict(caching=True, cache_path=tmp_path / "cache", distillation_loss_weight=0.5, **FAST)
+
+    def run(files, out):
+        return make_student().distil_prediction_layer_from(
+            teacher, str(data), "train.json", save_dir=str(tmp_path / out), unlabeled_filename=files,
+            checkpoint_root_dir=tmp_path / f"ck-{out}", **kw)
+
+    one, two, listed = run("pool.json", "a"), run("pool2.json", "b"), run(["pool.json"], "c")
+    both = run(["pool.json", "pool2.json"], "d")
+    assert listed["teacher_rows"] == 0  # a list of one file is that file: its cache is reused
+    assert both["teacher_rows"] > 0  # two files are a new key
+    assert both["unlabeled_features"] == one["unlabeled_features"] + two["unlabeled_features"]
+    assert both["labeled_features"] == one["labeled_features"]
+    with pytest.raises(ValueError, match="'pool.json' more than once"):
+        run(["pool.json", "pool.json"], "e")
 
 
 def test_cli_distil_reader_takes_unlabeled_questions(tiny_models, data, tmp_path, capsys):
@@ -255,11 +278,13 @@ def test_cli_distil_reader_takes_unlabeled_questions(tiny_models, data, tmp_path
     out = tmp_path / "cli-out"
     code = main(["distil-reader", "--teacher", str(tiny_models["teacher"]), "--student",
                  str(tiny_models["student_same_width"]), "--data-dir", str(data), "--train-filename", "train.json",
-                 "--unlabeled-filename", "pool.json", "--pseudo-labels", "--output", str(out), "--epochs", "1",
+                 "--unlabeled-filename", "pool.json", "pool2.json", "--pseudo-labels", "--output", str(out),
+                 "--epochs", "1",
                  "--batch-size", "8", "--max-seq-len", "96", "--doc-stride", "32", "--max-query-length", "24",
                  "--device", "cpu", "--json", "--checkpoint-dir", str(tmp_path / "ck"), "--checkpoint-every", "1"])
     assert code == 0
     metrics = json.loads(capsys.readouterr().out)
     assert metrics["unlabeled_features"] > 0
-    assert json.loads((out / "distillation.json").read_text())["pseudo_label_threshold"] == "0.5"
+    record = json.loads((out / "distillation.json").read_text())
+    assert record["pseudo_label_threshold"] == "0.5" and len(record["data_files"]["unlabeled"]) == 2
     assert list((tmp_path / "ck" / "prediction_layer").glob("step-*"))

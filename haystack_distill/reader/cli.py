@@ -32,9 +32,10 @@ def check_reader_inputs(args: argparse.Namespace, parts: Sequence[str] = ()) -> 
     check_model_path("--teacher", args.teacher)
     check_model_path("--student", args.student)
     files = {"--train-filename": args.train_filename, "--dev-filename": args.dev_filename,
-             "--unlabeled-filename": args.unlabeled_filename,
              "--augmented-train-filename": getattr(args, "augmented_train_filename", None)}
     check_data_files(args.data_dir, files)
+    for name in args.unlabeled_filename or []:
+        check_data_files(args.data_dir, {"--unlabeled-filename": name})
     check_output_folder("--output", args.output, {"--teacher": args.teacher, "--student": args.student},
                         args.overwrite, args.resume, marker=RUN_MARKER, legacy=LEGACY_OUTPUT, parts=parts)
 
@@ -105,9 +106,9 @@ def add_reader_run(p: Any) -> None:
 
 def add_unlabeled(parser: Any, pseudo_labels: bool = True) -> None:
     """--unlabeled-filename (and the pseudo-label flags): the unlabelled-data settings of the reader stages."""
-    parser.add_argument("--unlabeled-filename", metavar="FILE",
-                        help="SQuAD file in --data-dir of questions without labels (make-transfer's output); "
-                             "they learn only from the teacher, their answers are ignored")
+    parser.add_argument("--unlabeled-filename", metavar="FILE", nargs="+",
+                        help="SQuAD file(s) in --data-dir of questions without labels (make-transfer's output, "
+                             "augmented copies); they learn only from the teacher, their answers are ignored")
     if pseudo_labels:
         parser.add_argument("--pseudo-labels", action="store_true",
                             help="also train unlabelled questions on the teacher's best span when it is confident")

@@ -16,11 +16,13 @@ import math
 import warnings
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Dict, List, Literal, Optional, Tuple, Type, TypeVar, Union
+from typing import Any, Dict, List, Literal, Optional, Sequence, Tuple, Type, TypeVar, Union
 
 from ..defaults import ATTENTION_WEIGHT
 from ..layers import LayerMapping
 from ..losses import LOSSES, DistillationLoss, validate_distillation_loss
+
+UnlabeledFiles = Union[str, Sequence[str], None]  # one SQuAD file of unlabelled questions, or several
 
 KDMaskName = Literal["span", "padding", "none"]
 HardLossPadding = Literal["padded", "slices", "batch"]
@@ -74,7 +76,7 @@ class ReaderStageConfig:
     max_query_length: Optional[int] = None
     show_progress: bool = True
     group_by_length: bool = False
-    unlabeled_filename: Optional[str] = None
+    unlabeled_filename: UnlabeledFiles = None
 
     @classmethod
     def from_arguments(cls: Type[C], arguments: Dict[str, Any]) -> C:

@@ -12,8 +12,10 @@ import torch
 from torch import Tensor
 
 from ..distributed import is_main_process
+from ..fingerprint import fingerprint_file
 from ..squad import iter_paragraphs, load_squad, unlabeled_paragraphs, validate_squad_file
 from ..tokenizers import tokenizer_fingerprint
+from .config import UnlabeledFiles
 
 logger = logging.getLogger(__name__)
 
@@ -69,7 +71,7 @@ class StageInputs:
     test: Optional[Path]
     save: Path
     settings: SequenceSettings
-    unlabeled: Optional[Path] = None
+    unlabeled: Tuple[Path, ...] = ()  # the unlabelled files, in the order given
 
 
 @dataclass
@@ -100,13 +102,38 @@ def data_path(data_dir: Optional[str], filename: Optional[str], unlabeled: bool 
     return path
 
 
-def read_unlabeled(path: Path) -> List[Dict[str, Any]]:
-    """The unlabelled file's paragraphs without answers; warns how many answers were dropped."""
-    paragraphs, dropped = unlabeled_paragraphs(path)
-    if dropped:
-        logger.warning("%s: ignored the answers of %d questions; unlabelled questions learn only from the teacher "
-                       "(pass the file as train_filename to train on its answers).", path, dropped)
-    return paragraphs
+def unlabeled_names(filenames: UnlabeledFiles) -> List[str]:
+    """``unlabeled_filename`` as a list of names: None or "" is none, one name is one file."""
+    if not filenames:
+        return []
+    return [filenames] if isinstance(filenames, (str, Path)) else [str(name) for name in filenames]
+
+
+def unlabeled_paths(data_dir: Optional[str], filenames: UnlabeledFiles) -> Tuple[Path, ...]:
+    """The validated unlabelled files (``data_dir / name`` each); one named twice is refused, as it would count
+    its questions twice."""
+    names = unlabeled_names(filenames)
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise ValueError(f"unlabeled_filename names {repeated[0]!r} more than once; pass each file once.")
+    return tuple(path for path in (data_path(data_dir, name, unlabeled=True) for name in names) if path)
+
+
+def unlabeled_fingerprint(paths: Sequence[Path]) -> str:
+    """The unlabelled files' content, in order (one file: its own fingerprint, as before several were taken)."""
+    return "+".join(fingerprint_file(path) for path in paths)
+
+
+def read_unlabeled(paths: Sequence[Path]) -> List[Dict[str, Any]]:
+    """The unlabelled files' paragraphs without answers, in order; warns how many answers each dropped."""
+    out: List[Dict[str, Any]] = []
+    for path in paths:
+        paragraphs, dropped = unlabeled_paragraphs(path)
+        if dropped:
+            logger.warning("%s: ignored the answers of %d questions; unlabelled questions learn only from the "
+                           "teacher (pass the file as train_filename to train on its answers).", path, dropped)
+        out += paragraphs
+    return out
 
 
 def read_paragraphs(path: Path) -> List[Dict[str, Any]]:
@@ -167,7 +194,7 @@ def cached_features(processor: Any, paragraphs: List[Dict[str, Any]], caching: b
         return featurize(processor, paragraphs)
     from safetensors.torch import load_file, save_file
 
-    from ..fingerprint import fingerprint_file, fingerprint_value
+    from ..fingerprint import fingerprint_value
     from ..io import atomic_write_text, usual_permissions
     from ..teacher_cache import cache_key
 
@@ -198,7 +225,7 @@ def training_data(student: Any, inputs: StageInputs, config: Any) -> StageData:
     paragraphs = read_paragraphs(inputs.train)
     train, dev = (paragraphs, read_paragraphs(inputs.dev)) if inputs.dev else \
         split_paragraphs(paragraphs, config.dev_split, config.seed)
-    unlabeled = read_unlabeled(inputs.unlabeled) if inputs.unlabeled else []
+    unlabeled = read_unlabeled(inputs.unlabeled)
     settings = inputs.settings
     processor = config.processor or build_processor(student, settings.max_seq_len, settings.doc_stride,
                                                     settings.max_query_length, config.data_dir)

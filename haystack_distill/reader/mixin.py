@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Union
 
 from ..defaults import ATTENTION_WEIGHT
-from .config import IntermediateLayerConfig, PredictionLayerConfig
+from .config import IntermediateLayerConfig, PredictionLayerConfig, UnlabeledFiles
+from .data import unlabeled_names
 from .intermediate import distil_intermediate_layers
 from .prediction import distil_prediction_layer
 from .presets import TINYBERT_INTERMEDIATE, TINYBERT_PREDICTION
@@ -78,7 +79,7 @@ class DistillationMixin:
         teacher_top_k: Optional[int] = None,
         group_by_length: bool = False,
         hard_loss_padding: str = "padded",
-        unlabeled_filename: Optional[str] = None,
+        unlabeled_filename: UnlabeledFiles = None,
         pseudo_labels: bool = False,
         pseudo_label_threshold: float = 0.5,
     ) -> Dict[str, Any]:
@@ -132,10 +133,10 @@ class DistillationMixin:
                 each slice happens to hold. KD and all other terms are unchanged by slicing. ``"max_seq_len"``,
                 the old name of ``"slices"``, still works (with a FutureWarning).
             unlabeled_filename: a SQuAD file in ``data_dir`` of questions nobody labelled (a query log, augmented
-                copies, :func:`haystack_distill.reader.transfer.make_transfer`'s output). Its answers, if any, are
-                ignored (a warning counts them). Its rows learn only from the teacher: KD at weight ``w``, no hard
-                loss. They are mixed into the same batches, and the teacher pass covers them through the same
-                cache (its key includes this file).
+                copies, :func:`haystack_distill.reader.transfer.make_transfer`'s output), or a list of such files.
+                Their answers, if any, are ignored (a warning counts them). Their rows learn only from the teacher:
+                KD at weight ``w``, no hard loss. They are mixed into the same batches, and the teacher pass covers
+                them through the same cache (its key includes these files).
             pseudo_labels, pseudo_label_threshold: also train unlabelled rows on the teacher's best span (hard
                 loss, as for a label) where the teacher gives it at least this probability (start times end, at
                 temperature 1); other unlabelled rows keep KD alone.
@@ -195,7 +196,7 @@ class DistillationMixin:
         max_query_length: Optional[int] = None,
         show_progress: bool = True,
         group_by_length: bool = False,
-        unlabeled_filename: Optional[str] = None,
+        unlabeled_filename: UnlabeledFiles = None,
     ) -> Dict[str, Any]:
         """TinyBERT stage 1: match the teacher's embeddings, hidden states and attention, layer by layer.
 
@@ -219,8 +220,8 @@ class DistillationMixin:
                 (checkpoints go to ``checkpoint_root_dir/intermediate_layers``).
             group_by_length: draw each batch from one 32-token length bucket. Either way batches are computed
                 in 4 length-sorted slices cut to their longest feature: no term of this stage counts padding.
-            unlabeled_filename: more questions (SQuAD file in ``data_dir``, answers ignored) to match the teacher
-                on; this stage uses no labels, so they train exactly like the labelled ones.
+            unlabeled_filename: more questions (a SQuAD file in ``data_dir`` or a list of them, answers ignored)
+                to match the teacher on; this stage uses no labels, so they train exactly like the labelled ones.
 
         Returns the same metrics dict as :meth:`distil_prediction_layer_from`, plus the last value of each term.
         """
@@ -231,7 +232,7 @@ class DistillationMixin:
                              intermediate: Union[Dict[str, Any], bool, None] = None,
                              prediction: Optional[Dict[str, Any]] = None,
                              prediction_on_augmented: bool = True,
-                             unlabeled_filename: Optional[str] = None,
+                             unlabeled_filename: UnlabeledFiles = None,
                              augmented_as: str = "labeled") -> Dict[str, Dict[str, Any]]:
         """TinyBERT's task distillation in one call: the intermediate layers, then prediction-layer KD, with
         the settings that train the best students (see BENCHMARKS.md, "Student quality").
@@ -248,9 +249,8 @@ class DistillationMixin:
         Unlabelled questions (``unlabeled_filename``, a SQuAD file in ``data_dir``, answers ignored) join both
         stages: they learn only from the teacher (:meth:`distil_prediction_layer_from`). With
         ``augmented_as="unlabeled"`` the augmented file goes the same way, in both stages, beside the original
-        labelled file, so no augmented copy trains on an answer span that its word swaps may have broken; it then
-        cannot be combined with ``unlabeled_filename`` (merge the two files first). ``"labeled"`` (default) keeps
-        the behaviour above.
+        labelled file and any ``unlabeled_filename``, so no augmented copy trains on an answer span that its word
+        swaps may have broken. ``"labeled"`` (default) keeps the behaviour above.
 
         ``intermediate``/``prediction`` hold keyword arguments per stage; they override those defaults. Start from
         a student cut from the base (not fine-tuned) encoder with :func:`~haystack_distill.reader.student_from_teacher`;
@@ -267,12 +267,10 @@ class DistillationMixin:
                              "or 'unlabeled' (they learn only from the teacher).")
         if augmented_as == "unlabeled" and augmented_train_filename is None:
             raise ValueError("augmented_as='unlabeled' needs augmented_train_filename.")
-        if augmented_as == "unlabeled" and unlabeled_filename is not None:
-            raise ValueError("augmented_as='unlabeled' feeds the augmented file as the unlabelled data, so it cannot "
-                             "be combined with unlabeled_filename; merge the two files into one and pass it alone.")
         as_unlabeled = augmented_as == "unlabeled"
         labeled_file = train_filename if as_unlabeled else augmented_train_filename or train_filename
-        unlabeled = augmented_train_filename if as_unlabeled else unlabeled_filename
+        copies = [augmented_train_filename] if as_unlabeled and augmented_train_filename else []
+        unlabeled = [*unlabeled_names(unlabeled_filename), *copies]
         stage1: Dict[str, Any] = {}
         if intermediate is not False:
             stage1 = self.distil_intermediate_layers_from(
@@ -282,7 +280,8 @@ class DistillationMixin:
         on_augmented = augmented_train_filename is not None and prediction_on_augmented
         stage2 = self.distil_prediction_layer_from(
             teacher_model, data_dir=data_dir, train_filename=labeled_file if on_augmented else train_filename,
-            unlabeled_filename=unlabeled if on_augmented or not as_unlabeled else None, dev_filename=dev_filename,
+            unlabeled_filename=unlabeled if on_augmented else unlabeled_names(unlabeled_filename),
+            dev_filename=dev_filename,
             save_dir=str(Path(save_dir) / "stage2_prediction"), **{**TINYBERT_PREDICTION, **(prediction or {})})
         return {"intermediate": stage1, "prediction": stage2}
 

@@ -57,9 +57,13 @@ NOT_RECIPE = ("teacher_model", "student_init", "source", "data_files", "metrics"
 
 def run_sources(student: Any, teacher: Optional[Any], inputs: StageInputs) -> Dict[str, Any]:
     """Where a stage's models and data came from (folders or Hub names), for the run record and the model card."""
-    files = {"train": inputs.train, "dev": inputs.dev, "test": inputs.test, "unlabeled": inputs.unlabeled}
+    files = {"train": inputs.train, "dev": inputs.dev, "test": inputs.test}
+    data_files: Dict[str, Any] = {role: str(path) for role, path in files.items() if path is not None}
+    if inputs.unlabeled:  # one file's path, as before several were taken, or the list
+        names = [str(path) for path in inputs.unlabeled]
+        data_files["unlabeled"] = names[0] if len(names) == 1 else names
     return {"teacher_model": load_path(teacher) if teacher is not None else None, "student_init": load_path(student),
-            "data_files": {role: str(path) for role, path in files.items() if path is not None}}
+            "data_files": data_files}
 
 
 def reader_card(record: Dict[str, Any], name: str, transformers: bool = True) -> CardInfo:

@@ -19,11 +19,10 @@ import torch
 from torch import Tensor
 
 from ..distributed import world
-from ..fingerprint import fingerprint_file
 from ..losses import DistillationLoss, SpanKDLoss, combine_losses, span_cross_entropy
 from ..spans import best_spans
 from .config import PredictionLayerConfig
-from .data import StageData, StageInputs, batching, kd_valid_mask
+from .data import StageData, StageInputs, batching, kd_valid_mask, unlabeled_fingerprint
 from .sparse_logits import decode_top_k, validate_top_k
 from .stage import Loss, ReaderStage, check_pair, check_reader_vocab
 from .targets import TeacherTargetSpec, teacher_key, teacher_span_logits
@@ -106,7 +105,7 @@ class PredictionStage(ReaderStage):
         if self.top_k is not None:
             check_top_k(self.top_k, max_seq_len, c.distillation_loss, c.tokenizer_alignment)
         check_reader_vocab(self.student, "student")
-        if self.teacher is None and inputs.unlabeled is not None:
+        if self.teacher is None and inputs.unlabeled:
             raise ValueError("unlabeled_filename needs a teacher: unlabelled questions learn only from its answers; "
                              "use distil_prediction_layer_from(teacher, ...).")
         if self.teacher is not None:
@@ -122,8 +121,8 @@ class PredictionStage(ReaderStage):
             return False
         c = self.config
         extra: Dict[str, Any] = {"dev_split": c.dev_split, "seed": c.seed if c.dev_split else None}
-        if inputs.unlabeled is not None:  # absent otherwise, so the caches of earlier runs stay valid
-            extra["unlabeled_file"] = fingerprint_file(inputs.unlabeled)
+        if inputs.unlabeled:  # absent otherwise, so the caches of earlier runs stay valid
+            extra["unlabeled_file"] = unlabeled_fingerprint(inputs.unlabeled)
         key = teacher_key(self.teacher, self.student, inputs.train, inputs.settings, extra)
         shared = c.caching or world()[1] > 1  # under torchrun the ranks share one cache folder
         cache_dir = Path(c.cache_path) / "teacher_outputs" if shared else scratch

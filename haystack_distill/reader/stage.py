@@ -21,7 +21,16 @@ from ..fingerprint import fingerprint_file, fingerprint_module
 from ..tokenizers import check_tokenizer_compatibility, check_vocab_fits, max_positions
 from ..training import TrainConfig, TrainResult, config_fields, train
 from .config import ReaderStageConfig
-from .data import SequenceSettings, StageData, StageInputs, batching, data_path, training_data
+from .data import (
+    SequenceSettings,
+    StageData,
+    StageInputs,
+    batching,
+    data_path,
+    training_data,
+    unlabeled_fingerprint,
+    unlabeled_paths,
+)
 from .output import check_save_dir, default_save_dir, finish, make_eval_fn, run_sources
 from .targets import UNUSED_WEIGHTS, teacher_fingerprint
 
@@ -38,7 +47,7 @@ def stage_inputs(student: Any, teacher: Optional[Any], config: ReaderStageConfig
     dev, test = data_path(config.data_dir, config.dev_filename), data_path(config.data_dir, config.test_filename)
     save = check_save_dir(Path(config.save_dir) if config.save_dir else default_save_dir(student, save_suffix),
                           [r for r in (teacher, student) if r is not None])
-    unlabeled = data_path(config.data_dir, config.unlabeled_filename, unlabeled=True)
+    unlabeled = unlabeled_paths(config.data_dir, config.unlabeled_filename)
     settings = SequenceSettings.of(student, config.max_seq_len, config.doc_stride, config.max_query_length)
     return StageInputs(train_path, dev, test, save, settings, unlabeled)
 
@@ -126,8 +135,8 @@ class ReaderStage:
                              **self.model_fields(),
                              "train_file": fingerprint_file(inputs.train),  # its content: an edited file differs
                              "n_features": len(data.features["input_ids"])}
-        if inputs.unlabeled is not None:  # recorded only by runs that have unlabelled data
-            config.run_fields.update(unlabeled_file=fingerprint_file(inputs.unlabeled), **data.counts())
+        if inputs.unlabeled:  # recorded only by runs that have unlabelled data
+            config.run_fields.update(unlabeled_file=unlabeled_fingerprint(inputs.unlabeled), **data.counts())
         return config
 
     def model_fields(self) -> Dict[str, Any]:
