@@ -704,7 +704,8 @@ def evaluate(profile: str) -> List[Dict[str, Any]]:
 
 def score(profile: str, stages: List[str], layers: int) -> None:
     """EM/F1 of finished stages' readers on the dev and test articles: one line of JSON each, also merged into
-    ``benchmarks/results/reader-<profile>-scores.json`` (keyed by stage and size, with the stage's wall time)."""
+    ``benchmarks/results/reader-<profile>-scores.json`` (keyed by stage, size and teacher, with the stage's wall
+    time)."""
     from haystack_distill.evaluation.reader import evaluate_reader
     from haystack_distill.io import atomic_write_text
     from haystack_distill.reader import DistillableFARMReader
@@ -717,15 +718,16 @@ def score(profile: str, stages: List[str], layers: int) -> None:
         reader = DistillableFARMReader(str(path), **reader_kwargs(cfg))
         record = json.loads((stage_dir(profile, cfg, stage) / f"{stage}-{layers}l.result.json").read_text())
         row = {"stage": stage, "layers": layers, "reader": LABELS.get(stage, stage).format(l=layers),
-               "wall_seconds": record["wall_seconds"], "commit": record.get("commit")}
+               "wall_seconds": record["wall_seconds"], "commit": record.get("commit"),
+               "teacher": teacher_id(profile, cfg)}
         for split in ("dev", "test"):
             metrics = evaluate_reader(reader, data / f"{split}.json", max_questions=cfg["dev_questions"])
             prefix = "" if split == "dev" else "test_"
             row.update({prefix + k: metrics[k] for k in ("em", "f1", "questions")})
         print(json.dumps(row), flush=True)
         rows = json.loads(scores.read_text()) if scores.is_file() else []
-        rows = [r for r in rows if (r["stage"], r["layers"]) != (stage, layers)] + [row]
-        atomic_write_text(scores, json.dumps(rows, indent=2))
+        rows = [r for r in rows if (r["stage"], r["layers"], r.get("teacher")) != (stage, layers, row["teacher"])]
+        atomic_write_text(scores, json.dumps(rows + [row], indent=2))
 
 
 INIT_NOTE = {"base": "layers [0, 2, 4] (3L) / [0, 3] (2L) of the packaged base encoder, fresh QA head",
@@ -765,10 +767,28 @@ def seed_group(stage: str) -> str:
     return head if head and tail.isdigit() else stage
 
 
+def teacher_id(profile: str, cfg: Dict[str, Any]) -> str:
+    """The teacher a row was distilled from: the first 12 hex digits of its encoder weights' fingerprint (CPU
+    training is not bit-reproducible across machines, so a retrained teacher is another teacher)."""
+    from haystack_distill.fingerprint import fingerprint_file
+
+    return fingerprint_file(stage_dir(profile, cfg, "teacher") / "teacher" / "language_model.bin")[:12]
+
+
 def truth_table(scores: List[Dict[str, Any]]) -> str:
     """Markdown of every scored row with dev and test F1 (the dev/test split's rows), seeds of a row merged: the
-    mean and each seed's value, and the share of the teacher's F1 (the ``teacher`` row)."""
+    mean and each seed's value, and the share of the teacher's F1. One table per teacher (a row's ``teacher``;
+    rows scored before it was recorded share the first), each divided by its own ``teacher`` row."""
     scored = [r for r in scores if "test_f1" in r]
+    teachers = list(dict.fromkeys(r.get("teacher") for r in scored))
+    tables = [_teacher_table([r for r in scored if r.get("teacher") == t]) for t in teachers]
+    if len(tables) == 1:
+        return tables[0]
+    return "\n".join(f"Students of the teacher `{t or 'before teacher ids'}`:\n\n{table}"
+                     for t, table in zip(teachers, tables))
+
+
+def _teacher_table(scored: List[Dict[str, Any]]) -> str:
     teacher = next(r for r in scored if r["stage"] == "teacher")
     groups: Dict[tuple, List[Dict[str, Any]]] = {}
     for r in scored:

@@ -100,6 +100,11 @@ def test_the_truth_table_merges_seeds_and_divides_by_the_teacher():
     x = lines[4].split(" | ")
     assert x[2:6] == ["35.0 (25.0)", "25.0 (15.0)", "58.3% / 50.0%", "2: 40.0 / 30.0; 30.0 / 20.0"]
     assert bench.seed_group("lr1e4_td_kd_pool_seed2") == "lr1e4_td_kd_pool" and bench.seed_group("a_seedy") == "a_seedy"
+    # a retrained teacher starts its own table; its students are divided by it, not by the first teacher
+    retrained = [{**row("teacher", 0, 50.0, 40.0), "teacher": "t2"}, {**row("x", 3, 45.0, 30.0), "teacher": "t2"}]
+    tables = bench.truth_table(scores + retrained).split("Students of the teacher ")
+    assert tables[1].startswith("`before teacher ids`") and "| 58.3% / 50.0% |" in tables[1]
+    assert tables[2].startswith("`t2`") and "| 90.0% / 75.0% |" in tables[2] and "`y`" not in tables[2]
 
 
 def test_a_student_stage_trains_the_missing_teacher_first(tmp_path, monkeypatch):
