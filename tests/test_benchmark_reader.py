@@ -78,7 +78,7 @@ def test_augmented_transfer_data_has_no_answers_and_joins_the_pool(tmp_path, mon
     monkeypatch.setattr(augment.api, "augment_squad", fake_augment)
     monkeypatch.setattr(bench, "_mlm_head", lambda: tmp_path / "mlm")
     metrics = bench.stage_augment_transfer(bench.PROFILES["full"], tmp_path, tmp_path / "augment_transfer")
-    assert calls[0]["multiplication_factor"] == 2 and calls[0]["keep_original"] is False
+    assert calls[0]["multiplication_factor"] == 1 and calls[0]["keep_original"] is False
     transfer = json.loads((data / "aug_transfer.json").read_text())
     assert metrics == {"augmented_questions": 1}
     assert transfer["data"][0]["paragraphs"][0]["qas"] == [{"id": "q_aug0", "question": "What is big?", "answers": []}]
