@@ -713,13 +713,14 @@ def score(profile: str, stages: List[str], layers: int) -> None:
     cfg = PROFILES[profile]
     data = prepare_data(cfg, run_dir(profile, cfg))
     scores = ROOT / "benchmarks" / "results" / f"reader-{profile}-scores.json"
+    teacher = teacher_id(profile, cfg)  # one fingerprint of the teacher's weights for every stage scored
     for stage in stages:
         path = model_dir(stage_dir(profile, cfg, stage), stage, layers)
         reader = DistillableFARMReader(str(path), **reader_kwargs(cfg))
         record = json.loads((stage_dir(profile, cfg, stage) / f"{stage}-{layers}l.result.json").read_text())
         row = {"stage": stage, "layers": layers, "reader": LABELS.get(stage, stage).format(l=layers),
                "wall_seconds": record["wall_seconds"], "commit": record.get("commit"),
-               "teacher": teacher_id(profile, cfg)}
+               "teacher": teacher}
         for split in ("dev", "test"):
             metrics = evaluate_reader(reader, data / f"{split}.json", max_questions=cfg["dev_questions"])
             prefix = "" if split == "dev" else "test_"
